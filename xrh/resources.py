@@ -1,0 +1,119 @@
+"""Declarative definitions of the AWS resources each pipeline needs, per region.
+
+A pipeline is a function from the configuration to a list of specs; provisioning
+(:mod:`xrh.provision`) turns specs into create, check and delete calls. A new pipeline (the
+DynamoDB ones of DESIGN.md) adds its tables here as more specs, and provisioning needs no change.
+
+Names are fixed contracts shared by the replicator, the load generator and verify:
+
+=======================  ====================================  ===============================
+resource                 name                                  key schema
+=======================  ====================================  ===============================
+source/target stream     ``{prefix}-stream``                   (Kinesis, same name in A and B)
+active-region table      ``{prefix}-active-region``            HASH ``streamName`` (S)
+checkpoint table         ``{prefix}-checkpoints``              HASH ``scope`` (S), RANGE ``shardId`` (S)
+lease table              ``{prefix}-leases``                   HASH ``leaseKey`` (S)
+dead-letter bucket       ``{prefix}-dead-letter-{region}``     S3 (bucket names are global)
+=======================  ====================================  ===============================
+
+The active-region table is seeded with ``{"streamName": <stream>, "activeRegion": <region A>}``
+in both regions, as the seed's global table would hold it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xrh.config import HarnessConfig, Side
+
+WATERMARK_SHARD_ID = "#watermark"
+"""``shardId`` of the stream-level watermark row in the checkpoint table."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceNames:
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}-stream"
+
+    @property
+    def active_region_table(self) -> str:
+        return f"{self.prefix}-active-region"
+
+    @property
+    def checkpoint_table(self) -> str:
+        return f"{self.prefix}-checkpoints"
+
+    @property
+    def lease_table(self) -> str:
+        return f"{self.prefix}-leases"
+
+    def dead_letter_bucket(self, region: str) -> str:
+        return f"{self.prefix}-dead-letter-{region}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    name: str
+    shards: int
+
+    kind = "kinesis stream"
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """An on-demand DynamoDB table; ``items`` are written once, when the table is created."""
+
+    name: str
+    hash_key: str
+    range_key: str | None = None
+    stream_view_type: str | None = None
+    items: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    kind = "dynamodb table"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    name: str
+
+    kind = "s3 bucket"
+
+
+ResourceSpec = StreamSpec | TableSpec | BucketSpec
+
+
+def kinesis_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
+    """Resources of the ``kinesis`` pipeline in one region."""
+    names = ResourceNames(config.prefix)
+    return [
+        StreamSpec(names.stream, config.shards),
+        TableSpec(
+            names.active_region_table,
+            hash_key="streamName",
+            items=({"streamName": names.stream, "activeRegion": config.region_a},),
+        ),
+        TableSpec(names.checkpoint_table, hash_key="scope", range_key="shardId"),
+        TableSpec(names.lease_table, hash_key="leaseKey"),
+        BucketSpec(names.dead_letter_bucket(config.region(side))),
+    ]
+
+
+PIPELINE_RESOURCES = {"kinesis": kinesis_pipeline}
+
+
+def resources_for(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
+    """The specs of ``config.pipeline`` in one region; UsageError if it has none yet."""
+    from xrh.errors import UsageError
+
+    try:
+        build = PIPELINE_RESOURCES[config.pipeline]
+    except KeyError:
+        raise UsageError(
+            f"--pipeline {config.pipeline}: provisioning is not available for this pipeline yet "
+            f"(available: {', '.join(sorted(PIPELINE_RESOURCES))})"
+        ) from None
+    return build(config, side)
