@@ -36,7 +36,9 @@ class AwsClients:
         if config.endpoint_mode is not EndpointMode.AWS and (
             config.endpoint_url_a is None or config.endpoint_url_b is None
         ):
-            raise UsageError("no endpoint URL resolved: start the embedded endpoint first (xrh endpoint)")
+            raise UsageError(
+                "no endpoint URL resolved: start the embedded endpoint first (xrh endpoint)"
+            )
         self.config = config
         self._pool = max_pool_connections
         self._max_attempts = max_attempts

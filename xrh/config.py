@@ -85,7 +85,9 @@ class HarnessConfig:
             return Side.A
         if region == self.region_b:
             return Side.B
-        raise UsageError(f"region {region!r} is neither region A ({self.region_a}) nor B ({self.region_b})")
+        raise UsageError(
+            f"region {region!r} is neither region A ({self.region_a}) nor B ({self.region_b})"
+        )
 
     def with_endpoints(self, url_a: str, url_b: str) -> HarnessConfig:
         """The same configuration pointed at resolved endpoint URLs (embedded mode)."""
@@ -122,7 +124,9 @@ def known_regions() -> frozenset[str]:
 def validate_region(value: str, option: str) -> str:
     region = value.strip()
     if region not in known_regions():
-        raise UsageError(f"{option}: unknown AWS region {value!r} (for example us-east-1, eu-west-1)")
+        raise UsageError(
+            f"{option}: unknown AWS region {value!r} (for example us-east-1, eu-west-1)"
+        )
     return region
 
 
@@ -130,7 +134,9 @@ def validate_url(value: str, option: str) -> str:
     url = value.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise UsageError(f"{option}: {value!r} is not an http(s) URL (for example http://127.0.0.1:4566)")
+        raise UsageError(
+            f"{option}: {value!r} is not an http(s) URL (for example http://127.0.0.1:4566)"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -168,16 +174,46 @@ def validate_shards(value: Any, option: str = "--shards") -> int:
 # (dest, flag, environment variable, help). Defaults are applied in config_from_options so
 # that "given on the command line" and "left alone" stay distinguishable.
 _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
-    ("pipeline", "--pipeline", "XRH_PIPELINE", f"pipeline: {', '.join(PIPELINES)} (default kinesis)"),
-    ("region_a", "--region-a", "XRH_REGION_A", f"region A, the active source (default {DEFAULT_REGION_A})"),
-    ("region_b", "--region-b", "XRH_REGION_B", f"region B, the replica (default {DEFAULT_REGION_B})"),
-    ("endpoint", "--endpoint", "XRH_ENDPOINT", "'embedded' (default: moto on 127.0.0.1) or 'aws' (real AWS)"),
-    ("endpoint_url", "--endpoint-url", "XRH_ENDPOINT_URL", "one endpoint URL for both regions (LocalStack)"),
+    (
+        "pipeline",
+        "--pipeline",
+        "XRH_PIPELINE",
+        f"pipeline: {', '.join(PIPELINES)} (default kinesis)",
+    ),
+    (
+        "region_a",
+        "--region-a",
+        "XRH_REGION_A",
+        f"region A, the active source (default {DEFAULT_REGION_A})",
+    ),
+    (
+        "region_b",
+        "--region-b",
+        "XRH_REGION_B",
+        f"region B, the replica (default {DEFAULT_REGION_B})",
+    ),
+    (
+        "endpoint",
+        "--endpoint",
+        "XRH_ENDPOINT",
+        "'embedded' (default: moto on 127.0.0.1) or 'aws' (real AWS)",
+    ),
+    (
+        "endpoint_url",
+        "--endpoint-url",
+        "XRH_ENDPOINT_URL",
+        "one endpoint URL for both regions (LocalStack)",
+    ),
     ("endpoint_url_a", "--endpoint-url-a", "XRH_ENDPOINT_URL_A", "endpoint URL for region A"),
     ("endpoint_url_b", "--endpoint-url-b", "XRH_ENDPOINT_URL_B", "endpoint URL for region B"),
     ("prefix", "--prefix", "XRH_PREFIX", f"resource-name prefix (default {DEFAULT_PREFIX})"),
     ("shards", "--shards", "XRH_SHARDS", f"shards per stream (default {DEFAULT_SHARDS})"),
-    ("runs_dir", "--runs-dir", "XRH_RUNS_DIR", f"folder of run directories (default {DEFAULT_RUNS_DIR})"),
+    (
+        "runs_dir",
+        "--runs-dir",
+        "XRH_RUNS_DIR",
+        f"folder of run directories (default {DEFAULT_RUNS_DIR})",
+    ),
 )
 
 
@@ -214,12 +250,16 @@ def config_from_options(options: Any, environ: Mapping[str, str] | None = None) 
     pipeline, where = got["pipeline"]
     pipeline = pipeline or "kinesis"
     if pipeline not in PIPELINES:
-        raise UsageError(f"{where}: unknown pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}")
+        raise UsageError(
+            f"{where}: unknown pipeline {pipeline!r}; choose one of {', '.join(PIPELINES)}"
+        )
 
     region_a = validate_region(got["region_a"][0] or DEFAULT_REGION_A, got["region_a"][1])
     region_b = validate_region(got["region_b"][0] or DEFAULT_REGION_B, got["region_b"][1])
     if region_a == region_b:
-        raise UsageError(f"--region-a and --region-b are both {region_a!r}; replication needs two regions")
+        raise UsageError(
+            f"--region-a and --region-b are both {region_a!r}; replication needs two regions"
+        )
 
     endpoint, endpoint_where = got["endpoint"]
     url, url_where = got["endpoint_url"]
@@ -228,9 +268,13 @@ def config_from_options(options: Any, environ: Mapping[str, str] | None = None) 
     if endpoint not in (None, "embedded", "aws"):
         raise UsageError(f"{endpoint_where}: {endpoint!r} is not 'embedded' or 'aws'")
     if endpoint is not None and (url or url_a or url_b):
-        raise UsageError(f"{endpoint_where}={endpoint} conflicts with an endpoint URL; give one or the other")
+        raise UsageError(
+            f"{endpoint_where}={endpoint} conflicts with an endpoint URL; give one or the other"
+        )
     if url and (url_a or url_b):
-        raise UsageError("--endpoint-url conflicts with --endpoint-url-a/--endpoint-url-b; give one or the other")
+        raise UsageError(
+            "--endpoint-url conflicts with --endpoint-url-a/--endpoint-url-b; give one or the other"
+        )
     if bool(url_a) != bool(url_b):
         missing = "--endpoint-url-b" if url_a else "--endpoint-url-a"
         raise UsageError(f"{missing} is missing: per-region endpoints need both -a and -b")
@@ -240,7 +284,10 @@ def config_from_options(options: Any, environ: Mapping[str, str] | None = None) 
         endpoint_b = endpoint_a
     elif url_a:
         mode = EndpointMode.PER_REGION
-        endpoint_a, endpoint_b = validate_url(url_a, url_a_where), validate_url(url_b or "", url_b_where)
+        endpoint_a, endpoint_b = (
+            validate_url(url_a, url_a_where),
+            validate_url(url_b or "", url_b_where),
+        )
     elif endpoint == "aws":
         mode, endpoint_a, endpoint_b = EndpointMode.AWS, None, None
     else:

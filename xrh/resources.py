@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xrh.config import HarnessConfig, Side
-
-WATERMARK_SHARD_ID = "#watermark"
-"""``shardId`` of the stream-level watermark row in the checkpoint table."""
+from xrh.contracts import WATERMARK_SHARD_ID  # noqa: F401  (re-exported: the watermark row)
 
 
 @dataclass(frozen=True, slots=True)
