@@ -1,0 +1,35 @@
+"""Lag percentiles (nearest rank), per shard, over time, and rates."""
+
+from __future__ import annotations
+
+from verify_planting import T0
+
+from verify.lag import compute_lag
+
+
+def test_percentiles_overall_and_per_shard(planted):
+    for i in range(100):
+        shard = "shardId-a" if i % 2 else "shardId-b"
+        planted.both(f"p-{i}", i, arrival=T0 + i * 100, lag=i + 1, shard=shard, commit=T0)
+    lag = compute_lag(planted.done())
+    assert lag.overall == {"p50": 50, "p90": 90, "p99": 99, "max": 100}
+    by_shard = {row["shard"]: row for row in lag.per_shard}
+    assert by_shard["shardId-a"]["max"] == 100 and by_shard["shardId-b"]["max"] == 99
+    assert by_shard["shardId-a"]["records"] == 50
+    assert lag.from_commit["max"] == 99 * 100 + 100
+
+
+def test_over_time_shows_a_stall(planted):
+    for i in range(60):
+        lag = 20_000 - i * 1000 if 10 <= i < 20 else 10
+        planted.both(f"p-{i}", i, arrival=T0 + i * 1000, lag=max(lag, 10))
+    lag = compute_lag(planted.done())
+    assert lag.bucket_ms == 1000
+    worst = max(lag.over_time, key=lambda b: b["max"])
+    assert worst["t_ms"] == T0 + 10_000
+    assert sum(r["produced_per_s"] for r in lag.rates) == 60
+
+
+def test_empty_store_has_no_lag(planted):
+    lag = compute_lag(planted.done())
+    assert lag.overall["p50"] is None and lag.over_time == []

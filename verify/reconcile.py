@@ -1,0 +1,107 @@
+"""Run every check over a finalized store and decide the verdict.
+
+Verdict rules (Jepsen's valid / invalid / unknown): if the evidence is incomplete in a way that
+could hide or invent an anomaly (a stream not read to its end, an endpoint down) the verdict is
+``unknown``; otherwise any anomaly makes it ``invalid`` (duplicates only with
+``fatal_duplicates``); otherwise an incomplete ledger makes it ``unknown``; else ``valid``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from verify.checks import (
+    EXAMPLES,
+    Anomaly,
+    check_diverged,
+    check_duplicated,
+    check_lost,
+    check_phantom,
+    check_reordered,
+    check_stale_stream,
+    counts,
+    verified_watermark,
+)
+from verify.lag import LagResult, compute_lag
+from verify.model import ANOMALY_KINDS, Verdict
+from verify.watermarks import check_checkpoint_ahead
+
+FINAL_CHECKPOINT = "final-checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    anomalies: dict[str, Anomaly]
+    counts: dict[str, int]
+    lag: LagResult
+    watermark_claimed_ms: int | None
+    watermark_verified_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    reasons: list[str] = field(default_factory=list)
+
+
+def reconcile(
+    db: sqlite3.Connection, *, tolerance_ms: int = 0, limit: int = EXAMPLES
+) -> Reconciliation:
+    found = [
+        check_lost(db, limit),
+        check_duplicated(db, limit),
+        check_reordered(db, limit),
+        check_phantom(db, limit),
+        check_stale_stream(),
+        check_diverged(db, limit),
+        check_checkpoint_ahead(db, tolerance_ms, limit),
+    ]
+    anomalies = {a.kind: a for a in found}
+    assert tuple(anomalies) == ANOMALY_KINDS
+    claimed = db.execute(
+        "SELECT watermark_ms FROM claims ORDER BY origin = ? DESC, claimed_at_ms DESC LIMIT 1",
+        (FINAL_CHECKPOINT,),
+    ).fetchone()
+    return Reconciliation(
+        anomalies,
+        counts(db),
+        compute_lag(db),
+        None if claimed is None else int(claimed[0]),
+        verified_watermark(db),
+    )
+
+
+_DESCRIBE = {
+    "lost": "{n} record(s) acknowledged or in the source are missing from the target",
+    "duplicated": "{n} record(s) duplicated in the target (fatal by --fatal-duplicates)",
+    "reordered": "{n} record(s) reached the target out of their partition key's source order",
+    "phantom": "{n} record(s) in the target are in neither the source nor the ledger",
+    "stale": "{n} item(s) in the target are older than the source",
+    "diverged": "{n} record(s) differ between source and target",
+    "checkpoint_ahead": "{n} watermark claim(s) said the target held records it did not",
+}
+
+
+def decide(
+    anomalies: dict[str, Anomaly],
+    *,
+    fatal_duplicates: bool = False,
+    incomplete: list[str] | None = None,
+    ledger_incomplete: str | None = None,
+) -> Decision:
+    """``incomplete``: reasons the evidence cannot be trusted (reads unfinished, endpoint down)."""
+    if incomplete:
+        return Decision(Verdict.UNKNOWN, list(incomplete))
+    reasons = [
+        _DESCRIBE[kind].format(n=a.count)
+        for kind, a in anomalies.items()
+        if a.count and (kind != "duplicated" or fatal_duplicates)
+    ]
+    if reasons:
+        if ledger_incomplete:
+            reasons.append(ledger_incomplete)
+        return Decision(Verdict.INVALID, reasons)
+    if ledger_incomplete:
+        return Decision(Verdict.UNKNOWN, [ledger_incomplete])
+    return Decision(Verdict.VALID, [])
