@@ -1,0 +1,198 @@
+"""run_verify end to end over fakes: report schema, verdicts, exit codes, HTML charts."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+
+from botocore.exceptions import ClientError, EndpointConnectionError
+from verify_fakes import FakeKinesis
+
+from verify import print_summary, run_verify
+from xrh.config import HarnessConfig, Side
+from xrh.contracts import LEDGER_DDL, WatermarkClaim, iso_ms
+
+T0 = 1_700_000_000_000
+CONFIG = HarnessConfig(endpoint_url_a="http://127.0.0.1:1", endpoint_url_b="http://127.0.0.1:2")
+STREAM = "xrh-stream"
+TOP_KEYS = {
+    "schema_version", "run_id", "pipeline", "verdict", "reasons", "started_at", "finished_at",
+    "counts", "anomalies", "watermark", "lag_ms", "details",
+}  # fmt: skip
+
+
+def record(i: int, lag: int = 0, seq: int | None = None) -> dict:
+    data = {"key": i % 3, "commitTimestamp": iso_ms(T0 + i * 10), "trace": f"p-{i}"}
+    return {
+        "SequenceNumber": str(seq or i + 1),
+        "PartitionKey": str(i % 3),
+        "Data": json.dumps(data).encode(),
+        "ApproximateArrivalTimestamp": datetime.fromtimestamp((T0 + i * 10 + lag) / 1000, UTC),
+    }
+
+
+class FakeDynamo:
+    def __init__(self, watermark_ms=None):
+        self.watermark_ms = watermark_ms
+
+    def get_item(self, **kw):
+        if self.watermark_ms is None:
+            raise ClientError({"Error": {"Code": "ResourceNotFoundException"}}, "GetItem")
+        return {"Item": {"watermarkMs": {"N": str(self.watermark_ms)}}}
+
+
+class FakeS3:
+    def __init__(self, objects=None):
+        self.objects = objects or {}
+
+    def list_objects_v2(self, Bucket, **kw):
+        return {"Contents": [{"Key": k} for k in self.objects.get(Bucket, {})]}
+
+    def get_object(self, Bucket, Key):
+        return {"Body": io.BytesIO(self.objects[Bucket][Key])}
+
+
+class FakeClients:
+    def __init__(self, source, target, dynamo=None, s3=None):
+        self.map = {
+            ("kinesis", Side.A): source,
+            ("kinesis", Side.B): target,
+            ("dynamodb", Side.B): dynamo or FakeDynamo(),
+            ("s3", Side.A): s3 or FakeS3(),
+            ("s3", Side.B): s3 or FakeS3(),
+        }
+
+    def client(self, service, side):
+        return self.map[(service, side)]
+
+
+def write_ledger(path, n, complete=True):
+    db = sqlite3.connect(path)
+    db.executescript(LEDGER_DDL)
+    db.executemany(
+        "INSERT INTO ledger (trace, producer, seq, pipeline, region, target, partition_key, key,"
+        " commit_ts, status, invoked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (f"p-{i}", "p", i, "kinesis", "us-east-1", STREAM, str(i % 3), str(i % 3),
+             T0 + i * 10, "ok", T0)
+            for i in range(n)
+        ],
+    )  # fmt: skip
+    if complete:
+        db.execute("INSERT INTO ledger_meta VALUES ('complete', '1')")
+    db.commit()
+    db.close()
+
+
+def stream(records):
+    return FakeKinesis({"shardId-0": (None, False, records)}, page=7)
+
+
+def verify(tmp_path, clients, **kw):
+    return run_verify(tmp_path, CONFIG, clients=clients, progress=False, **kw)
+
+
+def test_clean_copy_is_valid_with_the_exact_schema(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    claims = [WatermarkClaim(T0 + 300, T0 + 100, STREAM, "us-east-1", "us-east-2", "r")]
+    (tmp_path / "claims.jsonl").write_text("".join(c.to_line() for c in claims))
+    clients = FakeClients(
+        stream([record(i) for i in range(30)]),
+        stream([record(i, lag=50) for i in range(30)]),
+        FakeDynamo(watermark_ms=T0 + 290),
+    )
+    result = verify(tmp_path, clients)
+    report = json.loads(result.report_json.read_text())
+    assert result.exit_code == 0 and report["verdict"] == "valid", report["reasons"]
+    assert set(report) == TOP_KEYS
+    assert set(report["anomalies"]) == {
+        "lost", "duplicated", "reordered", "phantom", "stale", "diverged", "checkpoint_ahead",
+    }  # fmt: skip
+    assert report["counts"] == {
+        "acknowledged": 30, "failed": 0, "unknown": 0, "source_records": 30, "target_records": 30,
+    }  # fmt: skip
+    assert report["lag_ms"]["max"] == 50
+    assert report["watermark"]["claimed"] == iso_ms(T0 + 290)
+    assert report["details"]["anomaly_details"]["checkpoint_ahead"]["claims_checked"] == 2
+    assert report["details"]["tolerance_ms"] == 0
+    assert (tmp_path / "verify.sqlite").exists()
+
+
+def test_dead_lettered_record_is_lost_with_reason_and_listed(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 10)
+    bad = json.loads(record(4)["Data"])
+    dead = json.dumps({"partitionKey": "1", "data": json.dumps(bad), "reason": "too_large"})
+    s3 = FakeS3({"xrh-dead-letter-us-east-2": {"k1": dead.encode()}})
+    target = [record(i) for i in range(10) if i != 4]
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(10)]),
+                                          stream(target), s3=s3))  # fmt: skip
+    assert result.exit_code == 1
+    lost = result.report["anomalies"]["lost"]
+    assert lost["count"] == 1
+    assert lost["examples"][0]["trace"] == "p-4"
+    assert lost["examples"][0]["dead_letter_reason"] == "too_large"
+    assert result.report["details"]["dead_letters"]["count"] == 1
+    out = io.StringIO()
+    print_summary(result.report, file=out)
+    assert "verdict: invalid" in out.getvalue() and "p-4" in out.getvalue()
+
+
+def test_unreachable_endpoint_is_unknown_exit_2(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 3)
+    down = stream([])
+    down.faults = {1: EndpointConnectionError(endpoint_url="http://127.0.0.1:2")}
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(3)]), down))
+    assert result.exit_code == 2 and result.report["verdict"] == "unknown"
+    assert "not reachable" in result.report["reasons"][0]
+    assert set(result.report) == TOP_KEYS
+
+
+def test_incomplete_ledger_is_unknown(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 5, complete=False)
+    recs = [record(i) for i in range(5)]
+    result = verify(tmp_path, FakeClients(stream(recs), stream(recs)))
+    assert result.exit_code == 2
+    assert "not marked complete" in result.report["reasons"][0]
+
+
+def test_read_deadline_is_unknown(tmp_path):
+    recs = [record(i) for i in range(50)]
+    ticks = iter(range(0, 10_000, 1))
+    result = verify(tmp_path, FakeClients(stream(recs), stream(recs)), timeout_s=3,
+                    clock=lambda: next(ticks))  # fmt: skip
+    assert result.exit_code == 2
+    assert "not read to its end" in result.report["reasons"][0]
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.svgs, self.external = set(), 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "svg":
+            self.svgs += 1
+        for name in ("src", "href"):
+            if attrs.get(name):
+                self.external.append(attrs[name])
+        if tag == "link":
+            self.external.append(attrs.get("href"))
+
+
+def test_html_has_every_chart_and_the_anomaly_table_and_is_offline(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    target = [record(i, lag=5 * i) for i in range(30) if i != 7]
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(30)]), stream(target)))
+    parser = _Collect()
+    parser.feed(result.report_html.read_text())
+    assert {"chart-lag-over-time", "chart-lag-per-shard", "chart-rates", "anomalies"} <= parser.ids
+    assert parser.svgs == 3
+    assert parser.external == []
+    html = result.report_html.read_text()
+    assert "p-7" in html and "<polyline" in html and "<rect" in html
