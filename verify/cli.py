@@ -1,0 +1,174 @@
+"""``xrh verify``: verify a run directory again, or compare two streams without a ledger.
+
+- ``xrh verify --run-dir runs/latest``: options come from the run's ``config.json``; endpoints
+  from flags if given, else the run's ``endpoints.json`` (a running embedded endpoint), else the
+  URLs in ``config.json``. An endpoint that is gone gives verdict unknown, exit code 2.
+- ``xrh verify --stream NAME --endpoint-url-a URL --endpoint-url-b URL`` (or ``--endpoint aws``):
+  source and target streams alone; the report goes to a new run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from verify.errors import VerifyUsageError
+from xrh import runs
+from xrh.config import (
+    EndpointMode,
+    HarnessConfig,
+    config_from_options,
+    validate_prefix,
+    validate_url,
+)
+
+_ENDPOINT_FLAGS = ("endpoint", "endpoint_url", "endpoint_url_a", "endpoint_url_b")
+_OVERRIDABLE = ("pipeline", "region_a", "region_b", "prefix")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", type=Path, help="run directory to verify (e.g. runs/latest)")
+    parser.add_argument("--stream", help="stream name (default {prefix}-stream); without "
+                        "--run-dir: compare source and target streams alone")  # fmt: skip
+    parser.add_argument("--fatal-duplicates", action="store_true",
+                        help="duplicates make the verdict invalid (default: counted only)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=300.0,
+                        help="seconds allowed for reading both regions (default 300)")  # fmt: skip
+    parser.add_argument("--tolerance-ms", type=int, default=0,
+                        help="clock tolerance for checkpoint claims, ms (default 0)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    return getattr(args, dest, None) not in (None, "")
+
+
+def config_from_run(run: runs.RunDir) -> HarnessConfig:
+    """The run's own options from its config.json (VerifyUsageError naming the file if bad)."""
+    path = run.file(runs.CONFIG_FILE)
+    try:
+        raw = run.read_json(runs.CONFIG_FILE)
+    except FileNotFoundError:
+        raise VerifyUsageError(f"--run-dir {run.path}: no {runs.CONFIG_FILE}") from None
+    except ValueError as exc:
+        raise VerifyUsageError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return HarnessConfig(
+            pipeline=str(raw.get("pipeline", "kinesis")),
+            region_a=str(raw.get("region_a", HarnessConfig.region_a)),
+            region_b=str(raw.get("region_b", HarnessConfig.region_b)),
+            endpoint_mode=EndpointMode(raw.get("endpoint_mode", "embedded")),
+            endpoint_url_a=raw.get("endpoint_url_a"),
+            endpoint_url_b=raw.get("endpoint_url_b"),
+            prefix=validate_prefix(str(raw.get("prefix", "xrh")), f"{path}: prefix"),
+            shards=int(raw.get("shards", 4)),
+            runs_dir=Path(raw.get("runs_dir", "runs")),
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise VerifyUsageError(f"{path}: unusable configuration ({exc})") from None
+
+
+def urls_from_endpoints(payload: Any, config: HarnessConfig) -> tuple[str, str] | None:
+    """URLs of regions A and B from an endpoints.json in any of the shapes it may take."""
+    if not isinstance(payload, dict):
+        return None
+
+    def url_of(value: Any) -> str | None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            for name in ("url", "endpoint_url", "endpoint"):
+                if isinstance(value.get(name), str):
+                    return value[name]
+        return None
+
+    for a_name, b_name in (("endpoint_url_a", "endpoint_url_b"), ("a", "b"), ("A", "B"),
+                           (config.region_a, config.region_b)):  # fmt: skip
+        a, b = url_of(payload.get(a_name)), url_of(payload.get(b_name))
+        if a and b:
+            return a, b
+    for nested in ("regions", "endpoints"):
+        if isinstance(payload.get(nested), dict):
+            found = urls_from_endpoints(payload[nested], config)
+            if found:
+                return found
+    return None
+
+
+def resolve_run_config(
+    run: runs.RunDir, args: argparse.Namespace
+) -> tuple[HarnessConfig, list[str]]:
+    """Configuration for re-verifying ``run``; the list holds reasons for verdict unknown."""
+    config = config_from_run(run)
+    flags = config_from_options(args)
+    overrides = {d: getattr(flags, d) for d in _OVERRIDABLE if _given(args, d)}
+    if any(_given(args, d) for d in _ENDPOINT_FLAGS):
+        overrides.update(
+            endpoint_mode=flags.endpoint_mode,
+            endpoint_url_a=flags.endpoint_url_a,
+            endpoint_url_b=flags.endpoint_url_b,
+        )
+    config = dataclasses.replace(config, **overrides)
+    if config.endpoint_mode is not EndpointMode.EMBEDDED or "endpoint_mode" in overrides:
+        return config, []
+    endpoints_file = run.file(runs.ENDPOINTS_FILE)
+    found = None
+    if endpoints_file.exists():
+        try:
+            found = urls_from_endpoints(run.read_json(runs.ENDPOINTS_FILE), config)
+        except ValueError:
+            found = None
+    if found is None and config.endpoint_url_a and config.endpoint_url_b:
+        found = (config.endpoint_url_a, config.endpoint_url_b)
+    if found is None:
+        return config, [
+            f"the embedded endpoint of run {run.run_id} is not reachable (no {runs.ENDPOINTS_FILE}"
+            " and no endpoint URLs recorded); start it or pass --endpoint-url-a/-b"
+        ]
+    url_a = validate_url(found[0], f"{endpoints_file}: region A URL")
+    url_b = validate_url(found[1], f"{endpoints_file}: region B URL")
+    return config.with_endpoints(url_a, url_b), []
+
+
+def run(args: argparse.Namespace) -> int:
+    from verify.report import print_summary
+    from verify.runner import run_verify
+
+    if args.timeout is None or args.timeout <= 0:
+        raise VerifyUsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    if args.tolerance_ms is None or args.tolerance_ms < 0:
+        raise VerifyUsageError(f"--tolerance-ms {args.tolerance_ms}: must be 0 or more")
+    incomplete: list[str] = []
+    if args.run_dir is not None:
+        run_dir = runs.open_run(args.run_dir)
+        config, incomplete = resolve_run_config(run_dir, args)
+    elif args.stream:
+        config = config_from_options(args)
+        if config.endpoint_mode is EndpointMode.EMBEDDED:
+            raise VerifyUsageError(
+                "--stream without --run-dir compares streams someone already runs: give "
+                "--endpoint-url-a and --endpoint-url-b, --endpoint-url, or --endpoint aws"
+            )
+        run_dir = runs.create_run(config.runs_dir, config.to_public_dict())
+    else:
+        raise VerifyUsageError("give --run-dir DIR (verify a run) or --stream NAME (streams only)")
+    if config.pipeline != "kinesis":
+        raise VerifyUsageError(
+            f"--pipeline {config.pipeline}: verify supports the kinesis pipeline so far"
+        )
+    result = run_verify(
+        run_dir.path,
+        config,
+        fatal_duplicates=args.fatal_duplicates,
+        timeout_s=args.timeout,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        tolerance_ms=args.tolerance_ms,
+        stream=args.stream,
+        incomplete=incomplete,
+    )
+    print_summary(result.report)
+    print(f"report: {result.report_json}  {result.report_html}")
+    return result.exit_code
