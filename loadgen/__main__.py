@@ -1,0 +1,7 @@
+"""``python -m loadgen`` reaches the same commands as ``xrh``."""
+
+import sys
+
+from xrh.cli import main
+
+sys.exit(main())

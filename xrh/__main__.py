@@ -1,0 +1,7 @@
+"""``python -m xrh`` is the ``xrh`` command."""
+
+import sys
+
+from xrh.cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""The ``xrh`` command: ``endpoint``, ``provision``, ``replicate``, ``verify``.
+
+Each subcommand gets the common options of :mod:`xrh.config`; ``replicate`` and ``verify`` live
+in their packages (``replicator.runners.cli``, ``verify.cli``) and are imported only when used,
+so ``xrh verify`` never loads the replicator and vice versa. A
+:class:`~xrh.errors.HarnessError` becomes one line on stderr and its exit code (3 for usage);
+argparse's own usage errors exit 3 too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import NoReturn
+
+from xrh.config import HarnessConfig, add_common_options, config_from_options
+from xrh.errors import EXIT_USAGE, HarnessError, UsageError
+
+# subcommand -> (module, help). Modules expose add_arguments(parser) and run(args) -> int.
+EXTERNAL_COMMANDS = {
+    "replicate": ("replicator.runners.cli", "run the reference replicator as a standalone poller"),
+    "verify": ("verify.cli", "verify a run (or two streams) and write report.json and report.html"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 3 (bad usage) instead of 2, which means 'unknown' here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _endpoint_command(args: argparse.Namespace) -> int:
+    from xrh.endpoint import EmbeddedEndpoint
+    from xrh.runs import create_run
+
+    config = config_from_options(args)
+    if config.endpoint_url_a or config.endpoint_mode.value == "aws":
+        raise UsageError(
+            "xrh endpoint starts the embedded endpoint; it takes no --endpoint* option"
+        )
+    run = create_run(config.runs_dir, {**config.to_public_dict(), "command": "endpoint"})
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with EmbeddedEndpoint(config, run_dir=run.path) as endpoint:
+        print(f"region A {config.region_a}: {endpoint.url_of('a')}")
+        print(f"region B {config.region_b}: {endpoint.url_of('b')}")
+        print(f"run directory: {run.path}")
+        print(
+            "use: xrh provision --pipeline kinesis "
+            f"--endpoint-url-a {endpoint.url_of('a')} --endpoint-url-b {endpoint.url_of('b')}"
+        )
+        print("Ctrl-C stops both regions.", flush=True)
+        while not stop.wait(0.5):
+            if not endpoint.alive():
+                print("an embedded region stopped unexpectedly; shutting down", file=sys.stderr)
+                return 2
+    print("stopped both regions")
+    return 0
+
+
+def _provision_command(args: argparse.Namespace) -> int:
+    from xrh.aws import AwsClients
+    from xrh.config import EndpointMode
+    from xrh.endpoint import resolve_config
+    from xrh.provision import apply, plan
+
+    config: HarnessConfig = resolve_config(config_from_options(args))
+    clients = AwsClients(config)
+    steps = plan(config, clients, destroy=args.destroy)
+    changes = [s for s in steps if s.changes]
+    if not changes:
+        print(
+            "nothing to do: "
+            + ("nothing of ours is there" if args.destroy else "everything exists")
+        )
+        for step in steps:
+            print("  " + step.describe())
+        return 0
+    if config.endpoint_mode is EndpointMode.AWS and not args.yes:
+        print("On real AWS this would:")
+        for step in changes:
+            print("  " + step.describe())
+        raise UsageError("real AWS: re-run with --yes to carry this out")
+    for step in steps:
+        if not step.changes:
+            print("  " + step.describe())
+    apply(steps, clients, report=lambda line: print("  " + line, flush=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xrh", description="Cross-region replication harness.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    endpoint = sub.add_parser("endpoint", help="start the embedded two-region endpoint and wait")
+    add_common_options(endpoint)
+    endpoint.set_defaults(handler=_endpoint_command)
+
+    provision = sub.add_parser(
+        "provision", help="create (or --destroy) a pipeline's resources in both regions"
+    )
+    add_common_options(provision)
+    provision.add_argument("--destroy", action="store_true", help="remove what provisioning made")
+    provision.add_argument("--yes", action="store_true", help="confirm changes on real AWS")
+    provision.set_defaults(handler=_provision_command)
+
+    for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        add_common_options(command)
+        command.set_defaults(handler=_lazy(module), module=module)
+        _add_external_arguments(command, module)
+    return parser
+
+
+def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(module).run(args))
+
+    return run
+
+
+def _add_external_arguments(parser: argparse.ArgumentParser, module: str) -> None:
+    # Importing a subcommand's module only to describe its options would load the replicator
+    # for `xrh verify`; its options are registered only when that subcommand is the one asked for.
+    wanted = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if wanted is None or EXTERNAL_COMMANDS.get(wanted, ("",))[0] != module:
+        return
+    try:
+        importlib.import_module(module).add_arguments(parser)
+    except ModuleNotFoundError as exc:
+        if exc.name != module and not module.startswith(str(exc.name)):
+            raise
+        parser.set_defaults(handler=_missing(module))
+
+
+def _missing(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(_args: argparse.Namespace) -> int:
+        raise UsageError(f"this installation has no {module}")
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except HarnessError as exc:
+        print(f"xrh {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"xrh {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
