@@ -1,0 +1,38 @@
+"""Fixtures shared by every functional test: one embedded endpoint for the session, and a
+freshly provisioned pipeline (unique prefix) per test, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xrh.config import HarnessConfig, parse_config
+from xrh.endpoint import EmbeddedEndpoint
+from xrh.provision import destroy, provision
+
+_prefixes = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedEndpoint]:
+    """Both regions on 127.0.0.1 for the whole session; stopped at its end."""
+    runs = tmp_path_factory.mktemp("runs")
+    config = parse_config(["--runs-dir", str(runs)], environ={})
+    with EmbeddedEndpoint(config) as started:
+        yield started
+
+
+@pytest.fixture
+def provisioned(endpoint: EmbeddedEndpoint, tmp_path: Path) -> Iterator[HarnessConfig]:
+    """A kinesis pipeline with a unique prefix, provisioned in both regions, removed afterwards."""
+    prefix = f"t{os.getpid() % 10000}-{next(_prefixes)}"
+    config = parse_config(["--prefix", prefix, "--runs-dir", str(tmp_path / "runs")], environ={})
+    config = config.with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
+    provision(config)
+    yield config
+    if endpoint.alive():
+        destroy(config)
