@@ -1,0 +1,238 @@
+"""One batch of one source shard: check the active region, copy, dead-letter, checkpoint (pure).
+
+The seed's Lambda acknowledged a batch uncopied when the active-region lookup threw, wrote an
+unconditional checkpoint per record and made two AWS calls per record. Here:
+
+- lookup failure: the batch FAILS from its first record (retried, never acknowledged uncopied);
+- not active here: the batch is acknowledged without copying (logged once per batch), and the
+  checkpoint position moves so that taking over later starts where this stream stands;
+- active: one PutRecords per up to 500 records through :class:`PutRecordsSender`; records that
+  can never be written go to the dead-letter sink with their full data and the reason; the
+  checkpoint advances (one conditional write) over the acknowledged prefix only, and anything
+  after the first unresolved record is reported as failed (``failed_from``) to be sent again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from replicator.core.active import ActiveRegionLookup
+from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
+from replicator.core.metrics import Metrics
+from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender
+from replicator.core.records import SourceRecord, commit_ms_of
+from replicator.core.watermark import WatermarkSettings, shard_watermark
+from replicator.errors import ActiveRegionLookupError, CheckpointError, DeadLetterError
+
+
+class BatchStatus(enum.Enum):
+    REPLICATED = "replicated"  # every record written or dead-lettered
+    PARTIAL = "partial"  # a prefix is acknowledged; the rest must be sent again
+    STOOD_DOWN = "stood_down"  # this region is not active: acknowledged without copying
+    FAILED = "failed"  # nothing acknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A source record that can never be written, with its full data and why."""
+
+    record: SourceRecord
+    source_stream: str
+    source_region: str
+    target_region: str
+    reason: str
+    detail: str
+
+
+class DeadLetterSink(Protocol):
+    """Stores dead letters durably; raises DeadLetterError if it cannot."""
+
+    def put(self, letters: Sequence[DeadLetterRecord]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    status: BatchStatus
+    acked: int  # leading records acknowledged (written, dead-lettered, or stood down)
+    failed_from: str | None  # sequence number of the first record to send again
+    checkpoint: ShardCheckpoint | None = None
+    checkpoint_written: bool = False
+    error: str | None = None
+
+
+class Log(Protocol):
+    def __call__(self, event: str, **fields: object) -> None: ...
+
+
+def _no_log(event: str, **fields: object) -> None:
+    return None
+
+
+class ShardReplicator:
+    """Replicates batches of source records to the target stream (any shard, one at a time)."""
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        source_region: str,
+        target_region: str,
+        sender: PutRecordsSender,
+        active: ActiveRegionLookup,
+        checkpoints: CheckpointStore,
+        dead_letters: DeadLetterSink,
+        clock_ms: Callable[[], int],
+        watermark: WatermarkSettings | None = None,
+        metrics: Metrics | None = None,
+        log: Log = _no_log,
+    ) -> None:
+        self.stream = stream
+        self.source_region = source_region
+        self.target_region = target_region
+        self.sender = sender
+        self.active = active
+        self.checkpoints = checkpoints
+        self.dead_letters = dead_letters
+        self.clock_ms = clock_ms
+        self.watermark = watermark or WatermarkSettings()
+        self.metrics = metrics or Metrics()
+        self.log = log
+
+    def process(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        *,
+        tip_read_at_ms: int | None = None,
+        shard_end: bool = False,
+    ) -> BatchResult:
+        """``tip_read_at_ms``: send time of the read that returned these records if it reached
+        the tip of the shard; ``shard_end``: the shard is closed and these are its last records."""
+        m = self.metrics
+        m.add("batches")
+        m.add("records_in", len(records))
+        if not records:
+            return BatchResult(BatchStatus.REPLICATED, 0, None)
+        try:
+            m.add("active_region_lookups")
+            active = self.active.active_region(self.stream)
+        except ActiveRegionLookupError as exc:
+            m.add("lookup_failures")
+            m.add("failed_batches")
+            self.log("lookup_failed", shard_id=shard_id, error=str(exc), records=len(records))
+            return BatchResult(BatchStatus.FAILED, 0, records[0].sequence_number, error=str(exc))
+        if active != self.source_region:
+            return self._stand_down(shard_id, records, active, shard_end)
+
+        commits = [commit_ms_of(r.data) for r in records]
+        m.add("no_commit_timestamp", sum(c is None for c in commits))
+        entries = [
+            PutEntry(r.partition_key, r.data, r.explicit_hash_key, ref=i)
+            for i, r in enumerate(records)
+        ]
+        report = self.sender.send(entries)
+        m.add("requests", report.requests)
+        m.add("retried_entries", report.retried_entries)
+        m.add("throttled_requests", report.throttled_requests)
+        acked = report.resolved_prefix
+        if report.dead_letters:
+            letters = [
+                DeadLetterRecord(
+                    records[d.entry.ref],  # type: ignore[index]
+                    self.stream,
+                    self.source_region,
+                    self.target_region,
+                    d.reason.value,
+                    d.detail,
+                )
+                for d in report.dead_letters
+            ]
+            try:
+                self.dead_letters.put(letters)
+                m.add("dead_lettered", len(letters))
+                self.log("dead_lettered", shard_id=shard_id, records=len(letters))
+            except DeadLetterError as exc:
+                first = min(d.entry.ref for d in report.dead_letters)  # type: ignore[type-var]
+                acked = min(acked, first)  # type: ignore[type-var,assignment]
+                self.log("dead_letter_failed", shard_id=shard_id, error=str(exc))
+        written = [o for o in report.outcomes[:acked] if o.status is EntryStatus.WRITTEN]
+        m.add("records_copied", len(written))
+        m.add("bytes_copied", sum(len(o.entry.data) for o in written))
+        if acked == 0:
+            m.add("failed_batches")
+            error = str(report.error) if report.error else "no record acknowledged"
+            self.log("batch_failed", shard_id=shard_id, error=error)
+            return BatchResult(BatchStatus.FAILED, 0, records[0].sequence_number, error=error)
+
+        complete = acked == len(records)
+        arrival = tip_read_at_ms if complete and tip_read_at_ms is not None else None
+        if arrival is None:
+            arrival = records[-1].arrival_ms
+        shard_wm = (
+            None if arrival is None else shard_watermark(self.watermark, arrival, commits[acked:])
+        )
+        last_commit = next((c for c in reversed(commits[:acked]) if c is not None), None)
+        checkpoint = ShardCheckpoint(
+            shard_id,
+            records[acked - 1].sequence_number,
+            commit_ms=last_commit,
+            shard_watermark_ms=shard_wm,
+            closed=shard_end and complete,
+        )
+        written_ok = self._write(checkpoint)
+        lag = m.lag(shard_id)
+        lag.last_sequence_number = checkpoint.sequence_number
+        lag.updated_ms = self.clock_ms()
+        if last_commit is not None:
+            lag.commit_lag_ms = lag.updated_ms - last_commit
+        if complete:
+            return BatchResult(BatchStatus.REPLICATED, acked, None, checkpoint, written_ok)
+        m.add("failed_batches")
+        return BatchResult(
+            BatchStatus.PARTIAL,
+            acked,
+            records[acked].sequence_number,
+            checkpoint,
+            written_ok,
+            error=str(report.error) if report.error else "attempts exhausted",
+        )
+
+    def idle(
+        self, shard_id: str, sequence_number: str | None, tip_read_at_ms: int, closed: bool = False
+    ) -> bool:
+        """An empty read at the tip: raise this shard's watermark (one conditional write)."""
+        wm = shard_watermark(self.watermark, tip_read_at_ms, ())
+        return self._write(ShardCheckpoint(shard_id, sequence_number, None, wm, closed))
+
+    def _stand_down(
+        self, shard_id: str, records: Sequence[SourceRecord], active: str, shard_end: bool
+    ) -> BatchResult:
+        self.metrics.add("stood_down_batches")
+        self.metrics.add("stood_down_records", len(records))
+        self.log(
+            "stood_down",
+            shard_id=shard_id,
+            records=len(records),
+            active_region=active,
+            this_region=self.source_region,
+        )
+        # Position only: nothing was copied, so no shard watermark is claimed.
+        checkpoint = ShardCheckpoint(shard_id, records[-1].sequence_number, closed=shard_end)
+        ok = self._write(checkpoint)
+        return BatchResult(BatchStatus.STOOD_DOWN, len(records), None, checkpoint, ok)
+
+    def _write(self, checkpoint: ShardCheckpoint) -> bool:
+        """One conditional write; a lost condition or an error never fails the batch (the data
+        is in the target; the row only lags, which never over-claims)."""
+        try:
+            self.metrics.add("checkpoint_writes")
+            if self.checkpoints.advance(checkpoint):
+                return True
+            self.metrics.add("checkpoint_conflicts")
+        except CheckpointError as exc:
+            self.metrics.add("checkpoint_errors")
+            self.log("checkpoint_failed", shard_id=checkpoint.shard_id, error=str(exc))
+        return False

@@ -1,0 +1,105 @@
+"""Per-shard checkpoints and the stream watermark row (pure model, store seam, in-memory store).
+
+Rows live in the TARGET region's checkpoint table (xrh.contracts), ``scope`` =
+``kinesis:<stream>:<source region>``. A shard row holds:
+
+- ``sequenceNumber`` S: last source sequence number the target acknowledged (decimal, as AWS);
+- ``sequenceKey`` S: the same number zero-padded to 80 digits, so that DynamoDB's string
+  comparison in the condition ``sequenceKey < :new`` is integer comparison (sequence numbers
+  are ~56 digits on AWS, beyond the 38 digits of a DynamoDB number);
+- ``commitTimestampMs`` N: commitTimestamp of the last replicated record that had one;
+- ``shardWatermarkMs`` N: this shard's watermark (see :mod:`replicator.core.watermark`);
+- ``closed`` BOOL: the shard is closed (resharded) and every record of it is replicated.
+
+Writes are conditional and never move a row backwards: a new position must be greater, or equal
+with a greater shard watermark (idle shards). The watermark row (``shardId`` = ``#watermark``)
+holds ``watermarkMs`` N, ``watermark`` S and ``claimedAtMs`` N, and only ever rises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+WATERMARK_SHARD_ID = "#watermark"  # equal to xrh.contracts.WATERMARK_SHARD_ID
+SEQUENCE_KEY_DIGITS = 80
+
+
+def sequence_key(sequence_number: str) -> str:
+    """Zero-padded form whose string order is the integer order."""
+    return str(int(sequence_number)).zfill(SEQUENCE_KEY_DIGITS)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCheckpoint:
+    shard_id: str
+    sequence_number: str | None  # None: nothing read yet (an idle shard's first row)
+    commit_ms: int | None = None
+    shard_watermark_ms: int | None = None
+    closed: bool = False
+
+    def is_after(self, other: ShardCheckpoint | None) -> bool:
+        """True if writing self over ``other`` moves the row forward (the store's condition)."""
+        if other is None:
+            return True
+        mine, theirs = _seq(self.sequence_number), _seq(other.sequence_number)
+        if mine != theirs:
+            return mine > theirs
+        if self.closed != other.closed:
+            return self.closed
+        return (self.shard_watermark_ms or -1) > (other.shard_watermark_ms or -1)
+
+
+def _seq(sequence_number: str | None) -> int:
+    return -1 if sequence_number is None else int(sequence_number)
+
+
+class CheckpointStore(Protocol):
+    """Conditional checkpoint rows of one scope. ``advance`` returns False if the stored row is
+    already at or past ``checkpoint`` (lost the condition); raises CheckpointError on failure."""
+
+    def load(self) -> dict[str, ShardCheckpoint]: ...
+
+    def advance(self, checkpoint: ShardCheckpoint) -> bool: ...
+
+    def publish_watermark(self, watermark_ms: int, claimed_at_ms: int) -> bool: ...
+
+    def watermark(self) -> int | None: ...
+
+
+@dataclass
+class MemoryCheckpointStore:
+    """In-memory store with the same conditions; ``fail_next`` makes the next call raise."""
+
+    rows: dict[str, ShardCheckpoint] = field(default_factory=dict)
+    watermark_ms: int | None = None
+    writes: int = 0
+    fail_next: Exception | None = None
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+
+    def load(self) -> dict[str, ShardCheckpoint]:
+        self._maybe_fail()
+        return dict(self.rows)
+
+    def advance(self, checkpoint: ShardCheckpoint) -> bool:
+        self._maybe_fail()
+        self.writes += 1
+        if not checkpoint.is_after(self.rows.get(checkpoint.shard_id)):
+            return False
+        self.rows[checkpoint.shard_id] = checkpoint
+        return True
+
+    def publish_watermark(self, watermark_ms: int, claimed_at_ms: int) -> bool:
+        self._maybe_fail()
+        self.writes += 1
+        if self.watermark_ms is not None and watermark_ms <= self.watermark_ms:
+            return False
+        self.watermark_ms = watermark_ms
+        return True
+
+    def watermark(self) -> int | None:
+        return self.watermark_ms

@@ -1,0 +1,54 @@
+"""Source records and their commit timestamps (pure).
+
+The payload is the seed's JSON ``{"key": ..., "commitTimestamp": "2021-11-10T00:48:30.123Z", ...}``.
+A record whose commitTimestamp is missing or unparseable is still replicated byte-identical; it
+just does not constrain or move the watermark, and it is counted.
+
+:func:`parse_iso_ms` is the same function as ``xrh.contracts.parse_iso_ms`` (a unit test holds
+them equal): it is repeated here because the Lambda package carries only ``replicator``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def parse_iso_ms(text: str) -> int:
+    """Epoch ms from ISO-8601 (``Z`` or an offset; whole seconds or fractions); ValueError else."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(round(parsed.timestamp() * 1000))
+
+
+def commit_ms_of(data: bytes) -> int | None:
+    """The payload's commitTimestamp in epoch ms, or None when absent or unparseable."""
+    marker = data.find(b'"commitTimestamp"')
+    if marker < 0:
+        return None
+    try:
+        value = json.loads(data).get("commitTimestamp")
+        return parse_iso_ms(value) if isinstance(value, str) else None
+    except (ValueError, AttributeError, TypeError, OverflowError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One record read from the source stream (GetRecords or a Lambda event)."""
+
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    explicit_hash_key: str | None = None
+    arrival_ms: int | None = None  # ApproximateArrivalTimestamp
+
+    @property
+    def sequence_int(self) -> int:
+        return int(self.sequence_number)
