@@ -1,0 +1,327 @@
+"""Producers: render records, batch them, send them through the shared PutRecords engine, and
+write every attempt to the ledger. Plain Python (no locust), so it is tested directly.
+
+Batching: records collect in a buffer that is sent when it holds ``batch_size`` records or its
+oldest record has waited ``linger_s``. Sending goes through
+:class:`replicator.core.putrecords.PutRecordsSender` (the replicator's own engine), so per-key
+order under partial failure and retries of only the failed entries follow the same rules.
+A producer does not resend a request whose outcome is unknown: it records ``unknown``.
+
+Ledger rows per entry and attempt: ``ok`` (shard, sequence number), ``fail``, ``unknown``. An
+entry that was never sent (the batch stopped at an entry that kept failing, a record over the
+limits) gets one ``fail`` row saying why; if the producer is interrupted mid-request (the run
+is stopped), every entry of the batch not yet known to be written gets an ``unknown`` row.
+"""
+
+from __future__ import annotations
+
+import random as _random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loadgen.keyspace import Keyspace
+from loadgen.ledger import LedgerRow, LedgerSink
+from loadgen.templates import Renderer
+from replicator.core.putrecords import (
+    AttemptEvent,
+    AttemptOutcome,
+    Backoff,
+    EntryStatus,
+    Limits,
+    PutEntry,
+    PutRecordsSender,
+    PutRecordsSink,
+)
+from xrh.contracts import LedgerStatus, parse_iso_ms
+
+_COMMIT_TS = re.compile(r'"commitTimestamp"\s*:\s*"([^"]*)"')
+_STATUS = {
+    AttemptOutcome.OK: LedgerStatus.OK.value,
+    AttemptOutcome.FAIL: LedgerStatus.FAIL.value,
+    AttemptOutcome.UNKNOWN: LedgerStatus.UNKNOWN.value,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSettings:
+    stream: str
+    region: str
+    pipeline: str = "kinesis"
+    batch_size: int = 500
+    linger_s: float = 0.2
+    limits: Limits = Limits()
+    backoff: Backoff = Backoff(base=0.05, cap=2.0, max_attempts=8)
+
+    def __post_init__(self) -> None:
+        from loadgen.errors import LoadgenUsageError
+
+        if not 1 <= self.batch_size <= self.limits.max_entries:
+            raise LoadgenUsageError(
+                f"--batch-size {self.batch_size}: must be 1..{self.limits.max_entries}"
+            )
+        if self.linger_s < 0:
+            raise LoadgenUsageError(f"--linger {self.linger_s}: must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """What a PutEntry's ``ref`` carries: the record's identity and ledger fields."""
+
+    trace: str
+    seq: int
+    key: str
+    commit_ts: int | None
+
+
+@dataclass(slots=True)
+class ProducerStats:
+    records: int = 0  # rendered and handed to the engine
+    acknowledged: int = 0  # entries whose final state is written
+    failed: int = 0
+    unknown: int = 0
+    requests: int = 0
+
+
+class Producer:
+    """One producer (one Locust user, or one benchmark loop): ``<producer id>-<seq>`` traces."""
+
+    def __init__(
+        self,
+        producer_id: str,
+        renderer: Renderer,
+        keyspace: Keyspace,
+        sink: PutRecordsSink,
+        ledger: LedgerSink,
+        settings: ProducerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.id = producer_id
+        self.settings = settings
+        self._render = renderer.render
+        self._keyspace = keyspace
+        self._ledger = ledger
+        self._clock = clock
+        self._sender = PutRecordsSender(
+            sink, settings.stream, limits=settings.limits, backoff=settings.backoff,
+            sleep=sleep, random=random, clock=clock, observer=self._observe,
+            retry_unknown=False,
+        )  # fmt: skip
+        self._buffer: list[PutEntry] = []
+        self._oldest: float | None = None
+        self._seq = 0
+        self._ts_cache: tuple[str, int | None] = ("", None)
+        self._rows: list[tuple] = []
+        self._last_event: dict[int, AttemptEvent] = {}
+        self.stats = ProducerStats()
+        self.closed = False
+        ledger.register(producer_id)
+
+    # ----------------------------------------------------------------- records
+
+    def add(self, count: int = 1) -> None:
+        """Render ``count`` records into the buffer (sends nothing)."""
+        now = self._clock()
+        now_ms = int(now * 1000)
+        next_key = self._keyspace.next_key
+        render = self._render
+        prefix = self.id
+        for _ in range(count):
+            self._seq += 1
+            seq = self._seq
+            key = next_key()
+            trace = f"{prefix}-{seq:09d}"
+            payload = render(key, trace, now_ms)
+            ref = RecordRef(trace, seq, str(key), self._commit_ts(payload))
+            self._buffer.append(PutEntry(str(key), payload.encode(), ref=ref))
+        if self._oldest is None and self._buffer:
+            self._oldest = now
+        self.stats.records += count
+
+    def _commit_ts(self, payload: str) -> int | None:
+        match = _COMMIT_TS.search(payload)
+        if match is None:
+            return None
+        text = match.group(1)
+        if text == self._ts_cache[0]:
+            return self._ts_cache[1]
+        try:
+            value: int | None = parse_iso_ms(text)
+        except ValueError:
+            value = None
+        self._ts_cache = (text, value)
+        return value
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def due(self) -> bool:
+        """The buffer is full, or its oldest record waited ``linger_s``."""
+        if len(self._buffer) >= self.settings.batch_size:
+            return True
+        return self._oldest is not None and self._clock() - self._oldest >= self.settings.linger_s
+
+    def linger_left(self) -> float:
+        if self._oldest is None:
+            return self.settings.linger_s
+        return max(0.0, self.settings.linger_s - (self._clock() - self._oldest))
+
+    # ----------------------------------------------------------------- sending
+
+    def flush(self) -> None:
+        """Send everything buffered (in requests of ``batch_size``); ledger every attempt."""
+        while self._buffer:
+            batch = self._buffer[: self.settings.batch_size]
+            del self._buffer[: len(batch)]
+            if not self._buffer:
+                self._oldest = None
+            self._send(batch)
+
+    def _send(self, batch: list[PutEntry]) -> None:
+        self._last_event = {}
+        try:
+            report = self._sender.send(batch)
+        except BaseException:
+            self._interrupted(batch)
+            raise
+        self.stats.requests += report.requests
+        for outcome in report.outcomes:
+            ref: RecordRef = outcome.entry.ref  # type: ignore[assignment]
+            if outcome.status is EntryStatus.WRITTEN:
+                self.stats.acknowledged += 1
+            elif outcome.status is EntryStatus.UNKNOWN:
+                self.stats.unknown += 1
+            else:
+                self.stats.failed += 1
+                if outcome.attempts == 0:  # never sent: one row saying why
+                    reason = outcome.reason or outcome.status.value
+                    self._row(outcome.entry, ref, 1, LedgerStatus.FAIL.value, None, None,
+                              None, None, f"not sent ({outcome.status.value}): {reason}")  # fmt: skip
+        self._emit_rows()
+
+    def _interrupted(self, batch: list[PutEntry]) -> None:
+        """The request was cut off (GreenletExit, KeyboardInterrupt): unknown unless known."""
+        for index, entry in enumerate(batch):
+            last = self._last_event.get(index)
+            if last is not None and last.outcome is AttemptOutcome.OK and not last.resent_for_order:
+                continue
+            attempt = (last.attempt + 1) if last is not None else 1
+            self._row(entry, entry.ref, attempt, LedgerStatus.UNKNOWN.value, None, None,  # type: ignore[arg-type]
+                      None, None, "interrupted: the run stopped during the request")  # fmt: skip
+            self.stats.unknown += 1
+        self._emit_rows()
+
+    def _observe(self, event: AttemptEvent) -> None:
+        self._last_event[event.index] = event
+        error = None
+        if event.outcome is not AttemptOutcome.OK:
+            error = f"{event.error_code}: {event.error_message or ''}".strip()
+        elif event.resent_for_order:
+            error = "written, sent again after an earlier entry of its key failed"
+        self._row(
+            event.entry, event.entry.ref, event.attempt, _STATUS[event.outcome],  # type: ignore[arg-type]
+            event.shard_id, event.sequence_number, event.invoked_at, event.completed_at, error,
+        )  # fmt: skip
+
+    def _row(
+        self, entry: PutEntry, ref: RecordRef, attempt: int, status: str, shard: str | None,
+        sequence: str | None, invoked: float | None, completed: float | None, error: str | None,
+    ) -> None:  # fmt: skip
+        now = self._clock()
+        s = self.settings
+        self._rows.append(
+            LedgerRow(
+                ref.trace,
+                self.id,
+                ref.seq,
+                attempt,
+                s.pipeline,
+                s.region,
+                s.stream,
+                entry.partition_key,
+                ref.key,
+                ref.commit_ts,
+                "put",
+                status,
+                shard,
+                sequence,
+                int((invoked if invoked is not None else now) * 1000),
+                int((completed if completed is not None else now) * 1000),
+                error,
+            )  # fmt: skip
+        )
+
+    def _emit_rows(self) -> None:
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self._ledger.write(rows)
+
+    def close(self) -> None:
+        """Send what is buffered and tell the ledger this producer's final batch is in."""
+        if self.closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self.closed = True
+            self._ledger.final(self.id)
+
+
+class Pacer:
+    """Constant rate in records per second (None: as fast as possible), bounded catch-up.
+
+    ``take(limit)`` is how many records are due now (at most ``limit``); ``wait(n)`` how long
+    until ``n`` more are due. Behind by more than ``max_burst_s`` it forgets the debt rather
+    than bursting.
+    """
+
+    def __init__(
+        self, rate: float | None, clock: Callable[[], float] = time.monotonic,
+        max_burst_s: float = 1.0,
+    ) -> None:  # fmt: skip
+        self.rate = rate if rate and rate > 0 else None
+        self._clock = clock
+        self._start = clock()
+        self._issued = 0
+        self._max_burst_s = max_burst_s
+
+    def take(self, limit: int) -> int:
+        if self.rate is None:
+            self._issued += limit
+            return limit
+        elapsed = self._clock() - self._start
+        due = int(elapsed * self.rate) - self._issued
+        if due > self.rate * self._max_burst_s:
+            self._issued += due - int(self.rate * self._max_burst_s)
+            due = int(self.rate * self._max_burst_s)
+        n = max(0, min(limit, due))
+        self._issued += n
+        return n
+
+    def wait(self, n: int = 1) -> float:
+        if self.rate is None:
+            return 0.0
+        target = (self._issued + n) / self.rate
+        return max(0.0, target - (self._clock() - self._start))
+
+
+def step(producer: Producer, pacer: Pacer) -> float:
+    """One turn of a producer loop: take what is due, send if due; returns seconds to wait
+    (until the batch would be full or the oldest record's linger ends, whichever is first)."""
+    batch = producer.settings.batch_size
+    n = pacer.take(batch - producer.buffered)
+    if n:
+        producer.add(n)
+    if producer.due():
+        producer.flush()
+    if pacer.rate is None:
+        return 0.0
+    room = max(1, batch - producer.buffered)
+    if producer.buffered:
+        return min(pacer.wait(room), producer.linger_left())
+    return min(pacer.wait(room), pacer.wait(1) + producer.settings.linger_s)
