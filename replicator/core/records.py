@@ -26,6 +26,11 @@ def parse_iso_ms(text: str) -> int:
     return int(round(parsed.timestamp() * 1000))
 
 
+def iso_ms_of(epoch_ms: int) -> str:
+    """ISO-8601 UTC with milliseconds (the same form as ``xrh.contracts.iso_ms``)."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def commit_ms_of(data: bytes) -> int | None:
     """The payload's commitTimestamp in epoch ms, or None when absent or unparseable."""
     marker = data.find(b'"commitTimestamp"')

@@ -1,0 +1,177 @@
+"""boto3 DynamoDB: checkpoint rows (target region), active-region lookup (own region).
+
+Row layout and conditions: :mod:`replicator.core.checkpoint`. Every write is one conditional
+UpdateItem; ``ConditionalCheckFailedException`` means another writer is at or past us.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replicator.core.checkpoint import (
+    WATERMARK_SHARD_ID,
+    ShardCheckpoint,
+    sequence_key,
+)
+from replicator.core.records import iso_ms_of
+from replicator.errors import ActiveRegionLookupError, CheckpointError
+
+_FAILURES = (ClientError, BotoCoreError, OSError)
+
+
+def _code(exc: Exception) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
+class DynamoCheckpointStore:
+    """CheckpointStore over the target region's ``{prefix}-checkpoints`` table."""
+
+    def __init__(self, client: Any, table: str, scope: str, owner: str = "") -> None:
+        self.client = client
+        self.table = table
+        self.scope = scope
+        self.owner = owner
+        self.calls = 0
+
+    def load(self) -> dict[str, ShardCheckpoint]:
+        rows: dict[str, ShardCheckpoint] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "scope"},
+            "ExpressionAttributeValues": {":s": {"S": self.scope}},
+            "ConsistentRead": True,
+        }
+        try:
+            while True:
+                self.calls += 1
+                page = self.client.query(**kwargs)
+                for item in page.get("Items", []):
+                    shard = item["shardId"]["S"]
+                    if shard == WATERMARK_SHARD_ID:
+                        continue
+                    rows[shard] = ShardCheckpoint(
+                        shard,
+                        item.get("sequenceNumber", {}).get("S"),
+                        _num(item, "commitTimestampMs"),
+                        _num(item, "shardWatermarkMs"),
+                        item.get("closed", {}).get("BOOL", False),
+                    )
+                if "LastEvaluatedKey" not in page:
+                    return rows
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except _FAILURES as exc:
+            raise CheckpointError(f"{self.table}: reading checkpoints failed: {exc}") from exc
+
+    def advance(self, cp: ShardCheckpoint) -> bool:
+        names = {"#q": "sequenceKey", "#w": "shardWatermarkMs", "#c": "closed"}
+        values: dict[str, Any] = {
+            ":q": {"S": sequence_key(cp.sequence_number) if cp.sequence_number else ""},
+            ":c": {"BOOL": cp.closed},
+            ":o": {"S": self.owner},
+        }
+        sets = ["#q = :q", "#c = :c", "updatedBy = :o"]
+        if cp.sequence_number is not None:
+            sets.append("sequenceNumber = :n")
+            values[":n"] = {"S": cp.sequence_number}
+        if cp.commit_ms is not None:
+            sets += ["commitTimestampMs = :t", "commitTimestamp = :ts"]
+            values[":t"] = {"N": str(cp.commit_ms)}
+            values[":ts"] = {"S": iso_ms_of(cp.commit_ms)}
+        wm = -1 if cp.shard_watermark_ms is None else cp.shard_watermark_ms
+        if cp.shard_watermark_ms is not None:
+            sets.append("#w = :w")
+        values[":w"] = {"N": str(wm)}
+        # Forward only: a greater position; or the same one, newly closed or a higher watermark.
+        same = "attribute_not_exists(#w) OR #w < :w"
+        if cp.closed:
+            same += " OR #c = :false"
+            values[":false"] = {"BOOL": False}
+        condition = f"attribute_not_exists(#q) OR #q < :q OR (#q = :q AND ({same}))"
+        return self._update(cp.shard_id, sets, names, values, condition)
+
+    def publish_watermark(self, watermark_ms: int, claimed_at_ms: int) -> bool:
+        values = {
+            ":w": {"N": str(watermark_ms)},
+            ":ws": {"S": iso_ms_of(watermark_ms)},
+            ":t": {"N": str(claimed_at_ms)},
+            ":o": {"S": self.owner},
+        }
+        return self._update(
+            WATERMARK_SHARD_ID,
+            ["watermarkMs = :w", "watermark = :ws", "claimedAtMs = :t", "updatedBy = :o"],
+            {},
+            values,
+            "attribute_not_exists(watermarkMs) OR watermarkMs < :w",
+        )
+
+    def watermark(self) -> int | None:
+        try:
+            self.calls += 1
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"scope": {"S": self.scope}, "shardId": {"S": WATERMARK_SHARD_ID}},
+                ConsistentRead=True,
+            ).get("Item")
+        except _FAILURES as exc:
+            raise CheckpointError(f"{self.table}: reading the watermark failed: {exc}") from exc
+        return _num(item or {}, "watermarkMs")
+
+    def _update(self, shard_id: str, sets, names, values, condition) -> bool:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"scope": {"S": self.scope}, "shardId": {"S": shard_id}},
+            "UpdateExpression": "SET " + ", ".join(sets),
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            self.calls += 1
+            self.client.update_item(**kwargs)
+            return True
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise CheckpointError(f"{self.table}: checkpoint write failed: {exc}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise CheckpointError(f"{self.table}: checkpoint write failed: {exc}") from exc
+
+
+def _num(item: dict, name: str) -> int | None:
+    value = item.get(name, {}).get("N")
+    return None if value is None else int(value)
+
+
+class DynamoActiveRegion:
+    """ActiveRegionLookup over ``{prefix}-active-region`` in the replicator's own region."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+        self.calls = 0
+
+    def active_region(self, stream: str) -> str:
+        try:
+            self.calls += 1
+            item = self.client.get_item(
+                TableName=self.table, Key={"streamName": {"S": stream}}, ConsistentRead=True
+            ).get("Item")
+        except _FAILURES as exc:
+            raise ActiveRegionLookupError(
+                f"{self.table}: lookup of {stream!r} failed: {exc}"
+            ) from exc
+        region = (item or {}).get("activeRegion", {}).get("S")
+        if not region:
+            raise ActiveRegionLookupError(f"{self.table}: no activeRegion for stream {stream!r}")
+        return region
+
+
+def set_active_region(client: Any, table: str, stream: str, region: str) -> None:
+    """Switch the active region (failover); used by tests and operators."""
+    client.put_item(
+        TableName=table, Item={"streamName": {"S": stream}, "activeRegion": {"S": region}}
+    )

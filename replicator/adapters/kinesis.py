@@ -1,0 +1,166 @@
+"""boto3 Kinesis: the PutRecords sink of the target and the shard reader of the source.
+
+botocore errors become the replicator's exceptions here (``raise ... from exc``) so the core
+never sees botocore: throttling and 5xx are retryable, validation is invalid (the sender
+bisects), a missing stream or no permission is terminal, a timeout or dropped connection is an
+unknown outcome (it may have been written). Clients should be built with botocore retries off
+(``max_attempts=1``) so that a timeout surfaces instead of being resent blindly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from replicator.core.putrecords import EntryResult, PutEntry
+from replicator.core.records import SourceRecord
+from replicator.core.watermark import ShardInfo
+from replicator.errors import (
+    InvalidRequestError,
+    RetryableRequestError,
+    SinkError,
+    TerminalRequestError,
+    UnknownOutcomeError,
+)
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "LimitExceededException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "KMSThrottlingException",
+    }
+)
+INVALID_CODES = frozenset({"ValidationException", "InvalidArgumentException"})
+
+
+def translate(exc: Exception) -> SinkError:
+    """A botocore exception as a SinkError of the right kind."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in RETRYABLE_CODES or status >= 500:
+            return RetryableRequestError(message, code)
+        if code in INVALID_CODES:
+            return InvalidRequestError(message, code)
+        return TerminalRequestError(message, code)
+    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
+        # The request never reached the service: nothing was written.
+        return RetryableRequestError(str(exc), type(exc).__name__)
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError | BotoCoreError):
+        return UnknownOutcomeError(str(exc), type(exc).__name__)
+    return UnknownOutcomeError(str(exc), type(exc).__name__)
+
+
+class KinesisSink:
+    """PutRecordsSink over a boto3 Kinesis client (the target region)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+
+    def put_records(self, stream: str, entries: Sequence[PutEntry]) -> Sequence[EntryResult]:
+        wire = []
+        for e in entries:
+            item: dict[str, Any] = {"Data": e.data, "PartitionKey": e.partition_key}
+            if e.explicit_hash_key is not None:
+                item["ExplicitHashKey"] = e.explicit_hash_key
+            wire.append(item)
+        self.calls += 1
+        try:
+            response = self.client.put_records(StreamName=stream, Records=wire)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise translate(exc) from exc
+        return [
+            EntryResult(
+                shard_id=r.get("ShardId"),
+                sequence_number=r.get("SequenceNumber"),
+                error_code=r.get("ErrorCode"),
+                error_message=r.get("ErrorMessage"),
+            )
+            for r in response["Records"]
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    records: list[SourceRecord]
+    next_iterator: str | None  # None: the shard is closed and fully read
+    millis_behind_latest: int | None
+
+
+class KinesisReader:
+    """GetRecords / ListShards on the source region."""
+
+    def __init__(self, client: Any, stream: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.calls = 0
+
+    def list_shards(self) -> list[ShardInfo]:
+        shards: list[ShardInfo] = []
+        kwargs: dict[str, Any] = {"StreamName": self.stream}
+        while True:
+            self.calls += 1
+            page = self.client.list_shards(**kwargs)
+            for s in page["Shards"]:
+                parents = tuple(
+                    p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p
+                )
+                closed = "EndingSequenceNumber" in s.get("SequenceNumberRange", {})
+                shards.append(ShardInfo(s["ShardId"], parents, closed))
+            token = page.get("NextToken")
+            if not token:
+                return shards
+            kwargs = {"NextToken": token}
+
+    def iterator(self, shard_id: str, after_sequence: str | None, latest: bool = False) -> str:
+        kwargs: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard_id}
+        if after_sequence is not None:
+            kwargs.update(
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after_sequence
+            )
+        else:
+            kwargs["ShardIteratorType"] = "LATEST" if latest else "TRIM_HORIZON"
+        self.calls += 1
+        return self.client.get_shard_iterator(**kwargs)["ShardIterator"]
+
+    def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
+        self.calls += 1
+        response = self.client.get_records(ShardIterator=iterator, Limit=limit)
+        records = [
+            SourceRecord(
+                shard_id,
+                r["SequenceNumber"],
+                r["PartitionKey"],
+                r["Data"],
+                r.get("ExplicitHashKey"),
+                _epoch_ms(r.get("ApproximateArrivalTimestamp")),
+            )
+            for r in response["Records"]
+        ]
+        return ReadResult(
+            records, response.get("NextShardIterator"), response.get("MillisBehindLatest")
+        )
+
+
+def _epoch_ms(value: Any) -> int | None:
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp() * 1000)
+    return int(float(value) * 1000)

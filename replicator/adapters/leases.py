@@ -1,0 +1,153 @@
+"""KCL-style leases in the source region's ``{prefix}-leases`` table (boto3).
+
+Rows: ``leaseKey`` = ``<stream>:<shardId>``, ``leaseOwner``, ``leaseCounter`` N (bumped by every
+take and renew), ``expiresAtMs`` N, ``checkpoint`` S (``SHARD_END`` once a closed shard is fully
+replicated: its children may then start), ``parentShardIds`` SS. Worker rows
+``worker#<stream>#<id>`` with ``expiresAtMs`` let workers count each other to share shards.
+
+- take: conditional on the lease being free, released, or expired (the last is a steal);
+- renew: conditional on still owning it (and the counter we last saw);
+- release: conditional on owning it.
+Clocks: expiry uses each worker's wall clock; keep lease durations well above clock skew.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+SHARD_END = "SHARD_END"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    shard_id: str
+    owner: str | None
+    counter: int
+    expires_at_ms: int
+    checkpoint: str | None
+
+    def held(self, now_ms: int) -> bool:
+        return self.owner is not None and self.expires_at_ms > now_ms
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class LeaseTable:
+    def __init__(self, client: Any, table: str, stream: str, worker_id: str) -> None:
+        self.client = client
+        self.table = table
+        self.stream = stream
+        self.worker_id = worker_id
+        self.calls = 0
+
+    def _key(self, shard_id: str) -> dict[str, Any]:
+        return {"leaseKey": {"S": f"{self.stream}:{shard_id}"}}
+
+    def list(self) -> tuple[dict[str, Lease], dict[str, int]]:
+        """(leases by shard, live-worker expiry by worker id) of this stream."""
+        leases: dict[str, Lease] = {}
+        workers: dict[str, int] = {}
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        prefix, wprefix = f"{self.stream}:", f"worker#{self.stream}#"
+        while True:
+            self.calls += 1
+            page = self.client.scan(**kwargs)
+            for item in page.get("Items", []):
+                key = item["leaseKey"]["S"]
+                expires = int(item.get("expiresAtMs", {}).get("N", "0"))
+                if key.startswith(wprefix):
+                    workers[key[len(wprefix) :]] = expires
+                elif key.startswith(prefix):
+                    shard = key[len(prefix) :]
+                    leases[shard] = Lease(
+                        shard,
+                        item.get("leaseOwner", {}).get("S"),
+                        int(item.get("leaseCounter", {}).get("N", "0")),
+                        expires,
+                        item.get("checkpoint", {}).get("S"),
+                    )
+            if "LastEvaluatedKey" not in page:
+                return leases, workers
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def heartbeat(self, now_ms: int, duration_ms: int) -> None:
+        self.calls += 1
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "leaseKey": {"S": f"worker#{self.stream}#{self.worker_id}"},
+                "expiresAtMs": {"N": str(now_ms + duration_ms)},
+            },
+        )
+
+    def leave(self) -> None:
+        self.calls += 1
+        self.client.delete_item(
+            TableName=self.table,
+            Key={"leaseKey": {"S": f"worker#{self.stream}#{self.worker_id}"}},
+        )
+
+    def take(self, shard_id: str, now_ms: int, duration_ms: int) -> bool:
+        """Take a free, released or expired lease (the last is a steal)."""
+        return self._update(
+            shard_id,
+            "SET leaseOwner = :me, expiresAtMs = :exp ADD leaseCounter :one",
+            "attribute_not_exists(leaseKey) OR attribute_not_exists(leaseOwner) "
+            "OR expiresAtMs < :now",
+            {
+                ":me": {"S": self.worker_id},
+                ":exp": {"N": str(now_ms + duration_ms)},
+                ":one": {"N": "1"},
+                ":now": {"N": str(now_ms)},
+            },
+        )
+
+    def renew(self, shard_id: str, now_ms: int, duration_ms: int, checkpoint: str | None) -> bool:
+        values = {
+            ":me": {"S": self.worker_id},
+            ":exp": {"N": str(now_ms + duration_ms)},
+            ":one": {"N": "1"},
+        }
+        expr = "SET expiresAtMs = :exp"
+        if checkpoint is not None:
+            expr += ", checkpoint = :cp"
+            values[":cp"] = {"S": checkpoint}
+        return self._update(shard_id, expr + " ADD leaseCounter :one", "leaseOwner = :me", values)
+
+    def finish(self, shard_id: str) -> bool:
+        """Mark a closed shard done (children may start) and release it."""
+        return self._update(
+            shard_id,
+            "SET checkpoint = :end REMOVE leaseOwner",
+            "leaseOwner = :me",
+            {":me": {"S": self.worker_id}, ":end": {"S": SHARD_END}},
+        )
+
+    def release(self, shard_id: str, checkpoint: str | None) -> bool:
+        values = {":me": {"S": self.worker_id}}
+        expr = "REMOVE leaseOwner"
+        if checkpoint is not None:
+            expr = "SET checkpoint = :cp REMOVE leaseOwner"
+            values[":cp"] = {"S": checkpoint}
+        return self._update(shard_id, expr, "leaseOwner = :me", values)
+
+    def _update(self, shard_id: str, expr: str, condition: str, values: dict) -> bool:
+        self.calls += 1
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self._key(shard_id),
+                UpdateExpression=expr,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+            return True
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise

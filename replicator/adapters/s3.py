@@ -1,0 +1,60 @@
+"""Dead letters in S3: one JSON object per batch's dead letters, each with its full data.
+
+Object key ``dead-letter/<stream>/<source shard>/<first sequence number>-<count>.json``; body a
+JSON list of ``{"partitionKey", "explicitHashKey", "data" (base64), "dataEncoding": "base64",
+"sourceStream", "sourceRegion", "targetRegion", "sourceShardId", "sequenceNumber",
+"approximateArrivalMs", "reason", "detail"}``. Writing the same batch again overwrites the same
+key, so retries do not multiply dead letters.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replicator.core.batch import DeadLetterRecord
+from replicator.errors import DeadLetterError
+
+
+def to_json(letter: DeadLetterRecord) -> dict[str, Any]:
+    r = letter.record
+    return {
+        "partitionKey": r.partition_key,
+        "explicitHashKey": r.explicit_hash_key,
+        "data": base64.b64encode(r.data).decode(),
+        "dataEncoding": "base64",
+        "sourceStream": letter.source_stream,
+        "sourceRegion": letter.source_region,
+        "targetRegion": letter.target_region,
+        "sourceShardId": r.shard_id,
+        "sequenceNumber": r.sequence_number,
+        "approximateArrivalMs": r.arrival_ms,
+        "reason": letter.reason,
+        "detail": letter.detail,
+    }
+
+
+class S3DeadLetterSink:
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def put(self, letters: Sequence[DeadLetterRecord]) -> None:
+        if not letters:
+            return
+        first = letters[0]
+        key = (
+            f"dead-letter/{first.source_stream}/{first.record.shard_id}/"
+            f"{first.record.sequence_number}-{len(letters)}.json"
+        )
+        body = json.dumps([to_json(x) for x in letters], sort_keys=True).encode()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise DeadLetterError(f"s3://{self.bucket}/{key}: {exc}") from exc

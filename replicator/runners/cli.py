@@ -1,0 +1,293 @@
+"""``xrh replicate``: the reference Kinesis replicator as a standalone poller.
+
+Reads the stream of ``--side`` (its own region) and writes the same-named stream in the other
+region. Leases, checkpoints, claims and metrics as described in :mod:`replicator.runners.poller`
+and :mod:`replicator.core.watermark`. Exit codes: 0 stopped or drained, 2 could not drain
+(``--drain-timeout``), 3 bad usage. SIGTERM: graceful stop; SIGUSR1: drain and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from xrh.config import Side
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--side",
+        choices=["a", "b"],
+        default="a",
+        help="region this replicator runs in and reads from (writes to the other)",
+    )
+    parser.add_argument("--run-dir", default=None, help="run directory (default <runs-dir>/latest)")
+    parser.add_argument("--worker-id", default=None, help="lease owner id (default host-pid)")
+    parser.add_argument(
+        "--until-drained",
+        action="store_true",
+        help="exit 0 once every shard is caught up and quiet for --quiet-seconds",
+    )
+    parser.add_argument("--quiet-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="give up draining after this many seconds (exit 2)",
+    )
+    parser.add_argument("--max-seconds", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=1000, help="GetRecords limit (1..10000)")
+    parser.add_argument("--poll-interval", type=float, default=0.2)
+    parser.add_argument("--lease-seconds", type=float, default=6.0)
+    parser.add_argument(
+        "--active-region-ttl",
+        type=float,
+        default=1.0,
+        help="cache bound: an active-region switch takes effect within this",
+    )
+    parser.add_argument(
+        "--max-commit-delay-ms",
+        type=int,
+        default=10_000,
+        help="watermark assumption D: records reach the source within D of commit",
+    )
+    parser.add_argument("--watermark-margin-ms", type=int, default=1_000)
+    parser.add_argument("--max-record-bytes", type=int, default=1024 * 1024)
+    parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
+    parser.add_argument("--max-attempts", type=int, default=10)
+    parser.add_argument("--start-at-latest", action="store_true",
+                        help="shards without a checkpoint start at LATEST instead of TRIM_HORIZON")  # fmt: skip
+
+
+def _check(args: argparse.Namespace) -> None:
+    from xrh.errors import UsageError
+
+    if not 1 <= args.batch_size <= 10_000:
+        raise UsageError(f"--batch-size {args.batch_size} is outside 1..10000")
+    for name in ("quiet_seconds", "drain_timeout", "poll_interval", "active_region_ttl"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.lease_seconds <= 0 or args.max_attempts < 1:
+        raise UsageError("--lease-seconds must be > 0 and --max-attempts >= 1")
+    if args.max_request_bytes < args.max_record_bytes:
+        raise UsageError("--max-request-bytes must be >= --max-record-bytes")
+
+
+def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
+    from xrh import runs
+
+    if args.run_dir:
+        path = Path(args.run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path.resolve()
+    latest = runs_dir / runs.LATEST
+    if latest.exists():
+        return latest.resolve()
+    return runs.create_run(runs_dir).path
+
+
+class RunFiles:
+    """Claims log, metrics file (merged across workers under a lock) and the JSON log."""
+
+    def __init__(self, run_dir: Path, worker_id: str) -> None:
+        from xrh import runs
+
+        self.claims = run_dir / runs.CLAIMS_FILE
+        self.metrics = run_dir / runs.METRICS_FILE
+        self.log_path = run_dir / f"replicator-{worker_id}.log"
+        self.worker_id = worker_id
+        self._log = self.log_path.open("a", buffering=1)
+
+    def log(self, event: str, **fields: Any) -> None:
+        line = {"ts": int(time.time() * 1000), "worker": self.worker_id, "event": event, **fields}
+        self._log.write(json.dumps(line, default=str) + "\n")
+
+    def emf(self, line: str) -> None:
+        self._log.write(line + "\n")
+
+    def append_claim(self, line: str) -> None:
+        fd = os.open(self.claims, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def write_metrics(self, snapshot: dict[str, Any]) -> None:
+        lock = self.metrics.with_suffix(".lock")
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                data = json.loads(self.metrics.read_text()) if self.metrics.exists() else {}
+            except ValueError:
+                data = {}
+            workers = data.setdefault("workers", {})
+            workers[self.worker_id] = snapshot
+            totals: dict[str, int] = {}
+            for w in workers.values():
+                for k, v in w.get("counters", {}).items():
+                    totals[k] = totals.get(k, 0) + v
+            data["totals"] = totals
+            tmp = self.metrics.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.metrics)
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
+    """Wire the poller from boto3 adapters (also used by the functional tests)."""
+    from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoCheckpointStore
+    from replicator.adapters.kinesis import KinesisReader, KinesisSink
+    from replicator.adapters.leases import LeaseTable
+    from replicator.adapters.s3 import S3DeadLetterSink
+    from replicator.core.active import CachedActiveRegion
+    from replicator.core.batch import ShardReplicator
+    from replicator.core.metrics import emf_line
+    from replicator.core.putrecords import Backoff, Limits, PutRecordsSender
+    from replicator.core.watermark import WatermarkPublisher, WatermarkSettings
+    from replicator.runners.poller import Poller, PollerSettings
+    from xrh.aws import AwsClients
+    from xrh.contracts import WatermarkClaim, checkpoint_scope
+    from xrh.resources import ResourceNames
+
+    side = Side(args.side)
+    target = side.other
+    names = ResourceNames(config.prefix)
+    source_region, target_region = config.region(side), config.region(target)
+    clients = AwsClients(config, max_attempts=1, read_timeout=10.0)
+    files = RunFiles(run_dir, worker_id)
+    reader = KinesisReader(clients.client("kinesis", side), names.stream)
+    sink = KinesisSink(clients.client("kinesis", target))
+    sender = PutRecordsSender(
+        sink,
+        names.stream,
+        limits=Limits(500, args.max_record_bytes, args.max_request_bytes),
+        backoff=Backoff(max_attempts=args.max_attempts),
+    )
+    lookup = DynamoActiveRegion(clients.client("dynamodb", side), names.active_region_table)
+    active = CachedActiveRegion(lookup, args.active_region_ttl, time.monotonic)
+    checkpoints = DynamoCheckpointStore(
+        clients.client("dynamodb", target),
+        names.checkpoint_table,
+        checkpoint_scope("kinesis", names.stream, source_region),
+        owner=worker_id,
+    )
+    dead = S3DeadLetterSink(clients.client("s3", side), names.dead_letter_bucket(source_region))
+    replicator = ShardReplicator(
+        stream=names.stream,
+        source_region=source_region,
+        target_region=target_region,
+        sender=sender,
+        active=active,
+        checkpoints=checkpoints,
+        dead_letters=dead,
+        clock_ms=lambda: int(time.time() * 1000),
+        watermark=WatermarkSettings(args.max_commit_delay_ms, args.watermark_margin_ms),
+        log=files.log,
+    )
+
+    def on_claim(claim: Any) -> None:
+        files.append_claim(
+            WatermarkClaim(
+                claim.claimed_at_ms, claim.watermark_ms, names.stream,
+                source_region, target_region, worker_id,
+            ).to_line()
+        )  # fmt: skip
+
+    publisher = WatermarkPublisher(
+        checkpoints, reader.list_shards, lambda: int(time.time() * 1000), on_claim
+    )
+    leases = LeaseTable(
+        clients.client("dynamodb", side), names.lease_table, names.stream, worker_id
+    )
+    settings = PollerSettings(
+        batch_limit=args.batch_size,
+        poll_interval_s=args.poll_interval,
+        lease_duration_s=args.lease_seconds,
+        renew_interval_s=max(0.2, args.lease_seconds / 4),
+        quiet_s=args.quiet_seconds,
+        drain_timeout_s=args.drain_timeout,
+        max_seconds=args.max_seconds,
+        until_drained=args.until_drained,
+        start_at_latest=args.start_at_latest,
+    )
+    metrics = replicator.metrics
+
+    def on_tick() -> None:
+        snap = metrics.snapshot()
+        snap["aws_calls"] = {
+            "source_reads": reader.calls,
+            "target_puts": sink.calls,
+            "checkpoint": checkpoints.calls,
+            "active_region": lookup.calls,
+            "leases": leases.calls,
+        }
+        files.write_metrics(snap)
+        now = int(time.time() * 1000)
+        files.emf(
+            emf_line(dict(metrics.counters), {"Stream": names.stream, "Worker": worker_id}, now)
+        )
+        for shard_id, lag in metrics.shards.items():
+            values = {k: v for k, v in (("millis_behind_latest", lag.millis_behind_latest), ("commit_lag_ms", lag.commit_lag_ms)) if v is not None}  # fmt: skip
+            if values:
+                files.emf(emf_line(values, {"Stream": names.stream, "ShardId": shard_id}, now))
+
+    poller = Poller(
+        reader=reader, leases=leases, replicator=replicator, checkpoints=checkpoints,
+        publisher=publisher, settings=settings, log=files.log, on_tick=on_tick,
+    )  # fmt: skip
+    return poller, files
+
+
+def run(args: argparse.Namespace) -> int:
+    from xrh.config import config_from_options
+    from xrh.endpoint import resolve_config
+
+    _check(args)
+    config = config_from_options(args)
+    run_dir = _run_dir(args, config.runs_dir)
+    config = resolve_config(config, run_dir)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    poller, files = build(args, config, run_dir, worker_id)
+    signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
+    signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
+    print(f"replicating {config.prefix}-stream from side {args.side} as {worker_id}; "
+          f"log {files.log_path}", file=sys.stderr)  # fmt: skip
+    try:
+        code = poller.run()
+    finally:
+        files.close()
+    counters = poller.replicator.metrics.counters
+    print(f"replicator {worker_id}: {poller.exit_reason}; copied {counters['records_copied']} "
+          f"records, {counters['dead_lettered']} dead-lettered, {counters['claims']} claims",
+          file=sys.stderr)  # fmt: skip
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m replicator.runners.cli`` (tests start poller processes this way)."""
+    from xrh.config import add_common_options
+    from xrh.errors import HarnessError
+
+    parser = argparse.ArgumentParser(prog="xrh replicate")
+    add_common_options(parser)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except HarnessError as exc:
+        print(f"xrh replicate: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

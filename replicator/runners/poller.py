@@ -1,0 +1,291 @@
+"""Standalone shard poller: every shard of the source stream, shared between processes by leases.
+
+One thread per process walks its leased shards round-robin: GetRecords -> ShardReplicator ->
+next iterator. A closed shard is finished (lease checkpoint ``SHARD_END``) before its children
+are eligible, so per-key order survives a reshard. Workers count each other through heartbeat
+rows and take at most their fair share (ceil(shards / workers)); a worker above its share
+releases leases at a batch boundary; expired leases (a crashed worker) are stolen.
+
+Stopping: :meth:`Poller.request_stop` (SIGTERM) finishes the batch in flight, checkpoints and
+releases leases; :meth:`Poller.request_drain` (SIGUSR1, or ``until_drained``) exits once every
+shard is caught up and no record arrived for ``quiet_s``, or with code 2 after ``drain_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from replicator.adapters.kinesis import KinesisReader
+from replicator.adapters.leases import SHARD_END, LeaseTable
+from replicator.core.batch import BatchStatus, ShardReplicator
+from replicator.core.checkpoint import CheckpointStore
+from replicator.core.watermark import ShardInfo, WatermarkPublisher
+from replicator.errors import CheckpointError
+
+EXIT_OK, EXIT_NOT_DRAINED = 0, 2
+
+
+@dataclass(frozen=True, slots=True)
+class PollerSettings:
+    batch_limit: int = 1000
+    poll_interval_s: float = 0.2
+    lease_duration_s: float = 6.0
+    renew_interval_s: float = 1.0
+    shard_refresh_s: float = 2.0
+    claim_interval_s: float = 1.0
+    idle_write_interval_s: float = 1.0
+    quiet_s: float = 2.0
+    drain_timeout_s: float = 120.0
+    max_seconds: float | None = None
+    until_drained: bool = False
+    start_at_latest: bool = False
+
+
+@dataclass
+class _Shard:
+    info: ShardInfo
+    iterator: str | None = None
+    last_seq: str | None = None
+    caught_up: bool = False
+    last_idle_write: float = 0.0
+
+
+@dataclass
+class Poller:
+    reader: KinesisReader
+    leases: LeaseTable
+    replicator: ShardReplicator
+    checkpoints: CheckpointStore
+    publisher: WatermarkPublisher
+    settings: PollerSettings = field(default_factory=PollerSettings)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[], None] | Callable[[float], None] = time.sleep
+    log: Callable[..., None] = lambda event, **f: None
+    on_tick: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        self.owned: dict[str, _Shard] = {}
+        self.shards: list[ShardInfo] = []
+        self.finished: set[str] = set()
+        self.stop = False
+        self.drain_since: float | None = None
+        self.last_record_at = self.clock()
+        self.exit_reason = ""
+
+    def request_stop(self) -> None:
+        self.stop = True
+
+    def request_drain(self) -> None:
+        if self.drain_since is None:
+            self.drain_since = self.clock()
+            self.log("drain_requested")
+
+    def ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def run(self) -> int:
+        s = self.settings
+        started = self.clock()
+        if s.until_drained:
+            self.request_drain()
+        next_leases = next_shards = next_claim = 0.0
+        code = EXIT_OK
+        try:
+            while not self.stop:
+                now = self.clock()
+                if now >= next_shards:
+                    try:
+                        self.shards = self.reader.list_shards()
+                    except Exception as exc:  # noqa: BLE001
+                        self.log("list_shards_failed", error=f"{type(exc).__name__}: {exc}")
+                    next_shards = now + s.shard_refresh_s
+                if now >= next_leases:
+                    try:
+                        self._leases()
+                    except Exception as exc:  # noqa: BLE001 - lease table unreachable: retry
+                        self.log("leases_failed", error=f"{type(exc).__name__}: {exc}")
+                    next_leases = now + s.renew_interval_s
+                did_work = False
+                for shard_id in list(self.owned):
+                    try:
+                        did_work |= self._poll(shard_id)
+                    except Exception as exc:  # noqa: BLE001 - an endpoint error: retry the shard
+                        self.log(
+                            "poll_failed", shard_id=shard_id, error=f"{type(exc).__name__}: {exc}"
+                        )
+                        if shard_id in self.owned:
+                            self.owned[shard_id].iterator = None
+                        self.sleep(self.settings.poll_interval_s)  # type: ignore[call-arg]
+                if now >= next_claim:
+                    self._claim()
+                    self.on_tick()
+                    next_claim = now + s.claim_interval_s
+                if self.drain_since is not None:
+                    if self._drained():
+                        self._claim()
+                        self.exit_reason = "drained"
+                        break
+                    if self.clock() - self.drain_since > s.drain_timeout_s:
+                        self.exit_reason = "drain timeout"
+                        code = EXIT_NOT_DRAINED
+                        break
+                if s.max_seconds is not None and self.clock() - started > s.max_seconds:
+                    self.exit_reason = "max seconds"
+                    code = EXIT_NOT_DRAINED if self.drain_since is not None else EXIT_OK
+                    break
+                if not did_work:
+                    self.sleep(s.poll_interval_s)  # type: ignore[call-arg]
+            else:
+                self.exit_reason = "stop requested"
+        finally:
+            self._release_all()
+            self.on_tick()
+        self.log("exit", code=code, reason=self.exit_reason)
+        return code
+
+    # ------------------------------------------------------------------ leases
+
+    def _eligible(self, info: ShardInfo) -> bool:
+        listed = {x.shard_id for x in self.shards}
+        return info.shard_id not in self.finished and all(
+            p in self.finished or p not in listed for p in info.parent_ids
+        )
+
+    def _leases(self) -> None:
+        s = self.settings
+        now = self.ms()
+        duration = int(s.lease_duration_s * 1000)
+        self.leases.heartbeat(now, duration)
+        leases, workers = self.leases.list()
+        self.finished = {k for k, v in leases.items() if v.checkpoint == SHARD_END}
+        for shard_id in list(self.owned):
+            if not self.leases.renew(shard_id, now, duration, self.owned[shard_id].last_seq):
+                self.log("lease_lost", shard_id=shard_id)
+                del self.owned[shard_id]
+        live = max(1, sum(1 for exp in workers.values() if exp > now))
+        eligible = [i for i in self.shards if self._eligible(i)]
+        share = math.ceil(len(eligible) / live) if eligible else 0
+        while len(self.owned) > share:
+            shard_id = sorted(self.owned)[-1]
+            self.leases.release(shard_id, self.owned.pop(shard_id).last_seq)
+            self.log("lease_released", shard_id=shard_id, reason="above fair share")
+        for info in eligible:
+            if len(self.owned) >= share:
+                break
+            lease = leases.get(info.shard_id)
+            if info.shard_id in self.owned or (lease is not None and lease.held(now)):
+                continue
+            if self.leases.take(info.shard_id, now, duration):
+                stolen = lease is not None and lease.owner is not None
+                self.log("lease_taken", shard_id=info.shard_id, stolen=stolen)
+                self.owned[info.shard_id] = _Shard(info)
+
+    def _release_all(self) -> None:
+        for shard_id, state in list(self.owned.items()):
+            try:
+                self.leases.release(shard_id, state.last_seq)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                self.log("release_failed", shard_id=shard_id, error=str(exc))
+        self.owned.clear()
+        try:
+            self.leases.leave()
+        except Exception as exc:  # noqa: BLE001
+            self.log("leave_failed", error=str(exc))
+
+    # ------------------------------------------------------------------ shards
+
+    def _start(self, state: _Shard) -> None:
+        try:
+            row = self.checkpoints.load().get(state.info.shard_id)
+        except CheckpointError as exc:
+            self.log("checkpoint_read_failed", error=str(exc))
+            return
+        state.last_seq = row.sequence_number if row else None
+        state.iterator = self.reader.iterator(
+            state.info.shard_id, state.last_seq, latest=self.settings.start_at_latest and not row
+        )
+
+    def _poll(self, shard_id: str) -> bool:
+        state = self.owned[shard_id]
+        if state.iterator is None:
+            self._start(state)
+            if state.iterator is None:
+                return False
+        read_at = self.ms()
+        result = self.reader.read(shard_id, state.iterator, self.settings.batch_limit)
+        self.replicator.metrics.add("get_records_calls")
+        at_tip = (
+            result.millis_behind_latest == 0
+            if result.millis_behind_latest is not None
+            else len(result.records) < self.settings.batch_limit
+        )
+        lag = self.replicator.metrics.lag(shard_id)
+        lag.millis_behind_latest = result.millis_behind_latest
+        shard_end = result.next_iterator is None
+        if not result.records:
+            state.caught_up = at_tip
+            state.iterator = result.next_iterator
+            now = self.clock()
+            if shard_end or (
+                at_tip and now - state.last_idle_write >= self.settings.idle_write_interval_s
+            ):
+                self.replicator.idle(shard_id, state.last_seq, read_at, closed=shard_end)
+                state.last_idle_write = now
+            if shard_end:
+                self._finish(shard_id)
+            return False
+        self.last_record_at = self.clock()
+        state.caught_up = False
+        batch = self.replicator.process(
+            shard_id,
+            result.records,
+            tip_read_at_ms=read_at if at_tip else None,
+            shard_end=shard_end,
+        )
+        if batch.status in (BatchStatus.REPLICATED, BatchStatus.STOOD_DOWN):
+            state.last_seq = result.records[-1].sequence_number
+            state.iterator = result.next_iterator
+            if shard_end:
+                self._finish(shard_id)
+            return True
+        # Failed or partial: resume after the acknowledged prefix, after a pause.
+        if batch.acked:
+            state.last_seq = result.records[batch.acked - 1].sequence_number
+        state.iterator = self.reader.iterator(shard_id, state.last_seq)
+        self.log("batch_retry", shard_id=shard_id, status=batch.status.value, error=batch.error)
+        self.sleep(self.settings.poll_interval_s)  # type: ignore[call-arg]
+        return False
+
+    def _finish(self, shard_id: str) -> None:
+        self.leases.finish(shard_id)
+        self.finished.add(shard_id)
+        self.owned.pop(shard_id, None)
+        self.log("shard_finished", shard_id=shard_id)
+
+    def _claim(self) -> None:
+        try:
+            claim = self.publisher.publish()
+        except CheckpointError as exc:
+            self.log("claim_failed", error=str(exc))
+            return
+        if claim is not None:
+            self.replicator.metrics.add("claims")
+            self.replicator.metrics.watermark_ms = claim.watermark_ms
+
+    def _drained(self) -> bool:
+        if self.clock() - self.last_record_at < self.settings.quiet_s:
+            return False
+        if not all(s.caught_up for s in self.owned.values()):
+            return False
+        now = self.ms()
+        leases, workers = self.leases.list()
+        for info in self.shards:  # nothing eligible left unowned
+            if info.shard_id in self.owned or not self._eligible(info):
+                continue
+            lease = leases.get(info.shard_id)
+            if lease is None or not lease.held(now) or workers.get(lease.owner or "", 0) <= now:
+                return False
+        return True
