@@ -57,10 +57,12 @@ class EmbeddedEndpoint:
         *,
         run_dir: Path | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
+        patched: bool = True,
     ) -> None:
         self._base = config
         self._run_dir = run_dir
         self._startup_timeout = startup_timeout
+        self._patched = patched  # False only to measure plain moto in benchmarks
         self._regions = {side: _Region(side, config.region(side)) for side in Side}
 
     # ------------------------------------------------------------------ lifecycle
@@ -138,7 +140,7 @@ class EmbeddedEndpoint:
             str(region.port),
             "--parent-pid",
             str(os.getpid()),
-        ]
+        ] + ([] if self._patched else ["--unpatched"])
         region.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument(
+        "--unpatched", action="store_true", help="plain moto, for comparison benchmarks"
+    )
     args = parser.parse_args(argv)
 
     _parent_death_signal()
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from xrh.endpoint import moto_patches
 
-    moto_patches.apply()
+    if not args.unpatched:
+        moto_patches.apply()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
