@@ -123,12 +123,21 @@ def check_duplicated(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
         db,
         f"""SELECT t.trace, t.key, t.pk AS partition_key, t.n AS target_copies,
                    COALESCE(s.n, 0) AS source_copies, s.shard AS source_shard,
-                   s.seq AS source_sequence_number,
-                   (SELECT group_concat(x.shard || ':' || x.seq, ' ')
-                      FROM tgt x WHERE x.ident = t.ident) AS target_copies_at
+                   s.seq AS source_sequence_number, t.ident
             {where} ORDER BY t.ord LIMIT ?""",
         (limit,),
     )
+    if examples:  # one scan of the copies for all examples (no index on tgt.ident)
+        idents = [e.pop("ident") for e in examples]
+        copies = dict(
+            db.execute(
+                f"""SELECT ident, group_concat(shard || ':' || seq, ' ') FROM tgt
+                    WHERE ident IN ({",".join("?" * len(idents))}) GROUP BY ident""",
+                idents,
+            ).fetchall()
+        )
+        for ident, example in zip(idents, examples, strict=True):
+            example["target_copies_at"] = copies.get(ident)
     source_dupes, source_extra = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(n - 1), 0) FROM src_id WHERE n > 1"
     ).fetchone()
@@ -146,14 +155,15 @@ def check_duplicated(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
 
 def check_diverged(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
     where = """FROM tgt_id t JOIN src_id s ON s.ident = t.ident
-               WHERE t.dhash != s.dhash OR t.pk != s.pk OR t.ndhash > 1 OR t.npk > 1"""
+               WHERE t.diff OR s.diff OR t.dhash != s.dhash OR t.pk != s.pk"""
     count = db.execute(f"SELECT COUNT(*) {where}").fetchone()[0]
     examples = _rows(
         db,
         f"""SELECT s.trace, s.key, s.pk AS source_partition_key, t.pk AS target_partition_key,
                    s.shard AS source_shard, s.seq AS source_sequence_number,
                    t.shard AS target_shard, t.seq AS target_sequence_number,
-                   CASE WHEN t.pk != s.pk OR t.npk > 1 THEN 'partition key differs'
+                   CASE WHEN t.pk != s.pk THEN 'partition key differs'
+                        WHEN t.diff OR s.diff THEN 'copies differ among themselves'
                         ELSE 'data differs' END AS difference
             {where} ORDER BY s.ord LIMIT ?""",
         (limit,),
@@ -226,8 +236,8 @@ def counts(db: sqlite3.Connection) -> dict[str, int]:
         "acknowledged": by_status.get("ok", 0),
         "failed": by_status.get("fail", 0),
         "unknown": by_status.get("unknown", 0),
-        "source_records": db.execute("SELECT COUNT(*) FROM src").fetchone()[0],
-        "target_records": db.execute("SELECT COUNT(*) FROM tgt").fetchone()[0],
+        "source_records": db.execute("SELECT COALESCE(SUM(n), 0) FROM src_id").fetchone()[0],
+        "target_records": db.execute("SELECT COALESCE(SUM(n), 0) FROM tgt_id").fetchone()[0],
     }
 
 

@@ -4,6 +4,7 @@ replicated rate. All in SQL window functions over ``src_id`` / ``tgt_id``."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,28 +24,46 @@ class LagResult:
     bucket_ms: int = 1000
 
 
-def _percentiles(db: sqlite3.Connection, column: str, group: str | None) -> list[tuple]:
-    part = f"PARTITION BY {group}" if group else ""
-    g = group or "NULL"
-    return db.execute(
-        f"""WITH r AS (
-              SELECT {g} AS g, v, ROW_NUMBER() OVER ({part} ORDER BY v) AS rn,
-                     COUNT(*) OVER ({part}) AS n
-              FROM (SELECT s.shard AS shard, {column} AS v
-                    FROM src_id s JOIN tgt_id t ON t.ident = s.ident WHERE {column} IS NOT NULL))
-            SELECT g, n,
-              MAX(CASE WHEN rn = MAX(1, (50 * n + 99) / 100) THEN v END),
-              MAX(CASE WHEN rn = MAX(1, (90 * n + 99) / 100) THEN v END),
-              MAX(CASE WHEN rn = MAX(1, (99 * n + 99) / 100) THEN v END),
-              MAX(v)
-            FROM r GROUP BY g ORDER BY g"""
+_JOIN = "FROM src_id s JOIN tgt_id t ON t.ident = s.ident"
+
+
+def _ranks(n: int) -> list[tuple[str, int]]:
+    return [(name, max(1, -(-n * int(q * 100) // 100))) for name, q in QUANTILES]
+
+
+def _stream_percentiles(rows: Any, n: int) -> dict[str, int | None]:
+    """Nearest-rank percentiles from a (value, count) histogram streamed in value order."""
+    out: dict[str, int | None] = {"p50": None, "p90": None, "p99": None, "max": None}
+    targets = _ranks(n)
+    cumulative = 0
+    for value, count in rows:
+        cumulative += count
+        while targets and cumulative >= targets[0][1]:
+            out[targets.pop(0)[0]] = value
+        out["max"] = value
+    return out
+
+
+def _percentiles(db: sqlite3.Connection, expr: str) -> dict[str, int | None]:
+    """The histogram has one row per distinct lag in ms: bounded by the lag, not the run."""
+    hist = db.execute(
+        f"SELECT {expr} AS v, COUNT(*) {_JOIN} WHERE v IS NOT NULL GROUP BY v ORDER BY v"
     ).fetchall()
+    return _stream_percentiles(hist, sum(c for _, c in hist))
 
 
-def _as_dict(row: tuple | None) -> dict[str, int | None]:
-    if row is None:
-        return {"p50": None, "p90": None, "p99": None, "max": None}
-    return {"p50": row[2], "p90": row[3], "p99": row[4], "max": row[5]}
+def _per_shard(db: sqlite3.Connection, expr: str) -> list[dict[str, Any]]:
+    """One pass: (shard, value, count) in shard then value order, cut into shards."""
+    rows = db.execute(
+        f"""SELECT s.shard, {expr} AS v, COUNT(*) {_JOIN} WHERE v IS NOT NULL
+            GROUP BY s.shard, v ORDER BY s.shard, v"""
+    )
+    out = []
+    for shard, group in itertools.groupby(rows, key=lambda row: row[0]):
+        hist = [(v, c) for _, v, c in group]
+        n = sum(c for _, c in hist)
+        out.append({"shard": shard, "records": n, **_stream_percentiles(hist, n)})
+    return out
 
 
 def _bucket_ms(span_ms: int) -> int:
@@ -56,33 +75,30 @@ def _bucket_ms(span_ms: int) -> int:
 
 def compute_lag(db: sqlite3.Connection) -> LagResult:
     lag = "t.arrival_ms - s.arrival_ms"
-    overall = _percentiles(db, lag, None)
-    from_commit = _percentiles(db, "t.arrival_ms - s.commit_ts", None)
-    per_shard = [
-        {"shard": g, "records": n, "p50": p50, "p90": p90, "p99": p99, "max": mx}
-        for g, n, p50, p90, p99, mx in _percentiles(db, lag, "shard")
-    ]
+    overall = _percentiles(db, lag)
+    from_commit = _percentiles(db, "t.arrival_ms - s.commit_ts")
+    per_shard = _per_shard(db, lag)
     lo, hi = db.execute(
-        """SELECT MIN(m), MAX(m) FROM (SELECT MIN(arrival_ms) AS m FROM src
-           UNION ALL SELECT MAX(arrival_ms) FROM src UNION ALL SELECT MIN(arrival_ms) FROM tgt
-           UNION ALL SELECT MAX(arrival_ms) FROM tgt)"""
+        """SELECT MIN(m), MAX(m) FROM (SELECT MIN(arrival_ms) AS m FROM src_id
+           UNION ALL SELECT MAX(arrival_ms) FROM src_id UNION ALL SELECT MIN(arrival_ms) FROM tgt_id
+           UNION ALL SELECT MAX(arrival_ms) FROM tgt_id)"""
     ).fetchone()
     if lo is None:
-        return LagResult(_as_dict(None), _as_dict(None), per_shard)
+        return LagResult(overall, from_commit, per_shard)
     bucket = _bucket_ms(int(hi - lo) + 1)
     over_time = [
         {"t_ms": lo + b * bucket, "records": n, "avg": round(avg, 1), "max": mx}
         for b, n, avg, mx in db.execute(
             f"""SELECT (s.arrival_ms - ?) / ? AS b, COUNT(*), AVG({lag}), MAX({lag})
-                FROM src_id s JOIN tgt_id t ON t.ident = s.ident GROUP BY b ORDER BY b""",
+                {_JOIN} GROUP BY b ORDER BY b""",
             (lo, bucket),
         )
     ]
     produced = dict(
-        db.execute("SELECT (arrival_ms - ?) / ? AS b, COUNT(*) FROM src GROUP BY b", (lo, bucket))
+        db.execute("SELECT (arrival_ms - ?) / ? AS b, SUM(n) FROM src_id GROUP BY b", (lo, bucket))
     )
     replicated = dict(
-        db.execute("SELECT (arrival_ms - ?) / ? AS b, COUNT(*) FROM tgt GROUP BY b", (lo, bucket))
+        db.execute("SELECT (arrival_ms - ?) / ? AS b, SUM(n) FROM tgt_id GROUP BY b", (lo, bucket))
     )
     rates = [
         {
@@ -92,11 +108,4 @@ def compute_lag(db: sqlite3.Connection) -> LagResult:
         }
         for b in range(int((hi - lo) // bucket) + 1)
     ]
-    return LagResult(
-        _as_dict(overall[0] if overall else None),
-        _as_dict(from_commit[0] if from_commit else None),
-        per_shard,
-        over_time,
-        rates,
-        bucket,
-    )
+    return LagResult(overall, from_commit, per_shard, over_time, rates, bucket)

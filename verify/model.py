@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from xrh.contracts import parse_iso_ms
 
-SEQ_WIDTH = 64  # Kinesis sequence numbers are decimal strings of up to ~56 digits
-
 
 class Verdict(enum.Enum):
     VALID = "valid"
@@ -50,12 +48,6 @@ def hash64(text: bytes) -> int:
 
 def trace_ident(trace: str) -> int:
     return hash64(b"t:" + trace.encode())
-
-
-def order_key(generation: int, sequence_number: str) -> str:
-    """Sortable text: lineage generation (parents before children), then the sequence number
-    compared as an integer (zero-padded), as Kinesis order is per shard lineage."""
-    return f"{generation:04d}{sequence_number.zfill(SEQ_WIDTH)}"
 
 
 @dataclass(frozen=True, slots=True)

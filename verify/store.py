@@ -1,38 +1,45 @@
 """``verify.sqlite``: every record read from both regions, the ledger and the claims, on disk.
 
 Readers stream rows in through :class:`Store` in batches, so memory stays flat however long the
-run was; the checks are SQL over the tables built by :meth:`Store.finalize` (one row per
-identity and side), never Python dictionaries of everything.
+run was. Each batch is folded into per-identity tables as it arrives (an upsert keyed by the
+64-bit identity), so the grouping work overlaps the network reads and the checks afterwards are
+joins on integer primary keys, never Python dictionaries of everything.
 
-Tables: ``src`` / ``tgt`` (one row per record read), ``src_id`` / ``tgt_id`` (per identity: copy
-count and first copy in stream order), ``ledger`` / ``led_id`` (attempts and per-trace status:
-``ok`` if any attempt was acknowledged, else ``unknown`` if any was, else ``fail``), ``claims``,
-``dead_letters``, ``items`` (DynamoDB scans) and ``meta``.
+Tables: ``src`` / ``tgt`` (every copy: identity, shard, sequence number, arrival),
+``src_id`` / ``tgt_id`` (per identity: copy count, first copy in stream order, whether copies
+differ), ``led_id`` (per trace: ``ok`` if any attempt was acknowledged, else ``unknown`` if any
+was, else ``fail``), ``claims``, ``dead_letters``, ``items`` (DynamoDB scans) and ``meta``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from verify.model import StoreSide, StreamRecord, identify, order_key, trace_ident
+from verify.model import StoreSide, StreamRecord, identify, trace_ident
 from xrh.contracts import WatermarkClaim
 
 BATCH = 5000
+POSITION_BITS = 40  # records per shard before the generation bits: 10**12
 
-_RECORD_COLUMNS = (
-    "ident INTEGER NOT NULL, trace TEXT, key TEXT, pk TEXT NOT NULL, shard TEXT NOT NULL, "
-    "seq TEXT NOT NULL, ord TEXT NOT NULL, commit_ts INTEGER, arrival_ms INTEGER NOT NULL, "
-    "dhash INTEGER NOT NULL"
+_ID_COLUMNS = (
+    "ident INTEGER PRIMARY KEY, n INTEGER NOT NULL, ord INTEGER NOT NULL, trace TEXT, key TEXT, "
+    "pk TEXT NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL, commit_ts INTEGER, "
+    "arrival_ms INTEGER NOT NULL, dhash INTEGER NOT NULL, diff INTEGER NOT NULL DEFAULT 0"
 )
 
 SCHEMA = f"""
-CREATE TABLE src ({_RECORD_COLUMNS});
-CREATE TABLE tgt ({_RECORD_COLUMNS});
-CREATE TABLE ledger (
-    ident INTEGER NOT NULL, trace TEXT NOT NULL, status TEXT NOT NULL, pk TEXT, key TEXT,
-    commit_ts INTEGER, shard_id TEXT, seq TEXT, attempt INTEGER
+CREATE TABLE src (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
+    arrival_ms INTEGER NOT NULL);
+CREATE TABLE tgt (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
+    arrival_ms INTEGER NOT NULL);
+CREATE TABLE src_id ({_ID_COLUMNS});
+CREATE TABLE tgt_id ({_ID_COLUMNS});
+CREATE TABLE led_id (
+    ident INTEGER PRIMARY KEY, trace TEXT NOT NULL, status TEXT NOT NULL, pk TEXT, key TEXT,
+    commit_ts INTEGER, shard_id TEXT, seq TEXT, attempts INTEGER NOT NULL
 );
 CREATE TABLE claims (
     id INTEGER PRIMARY KEY, claimed_at_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,
@@ -46,33 +53,24 @@ CREATE TABLE items (side TEXT NOT NULL, key TEXT NOT NULL, item_hash INTEGER NOT
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
 """
 
-_ID_TABLE = """
-CREATE TABLE {name}_id (
-    ident INTEGER PRIMARY KEY, n INTEGER NOT NULL, ord TEXT NOT NULL, trace TEXT, key TEXT,
-    pk TEXT NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL, commit_ts INTEGER,
-    arrival_ms INTEGER NOT NULL, dhash INTEGER NOT NULL, ndhash INTEGER NOT NULL,
-    npk INTEGER NOT NULL
-);
-INSERT INTO {name}_id
-SELECT ident, COUNT(*), MIN(ord), trace, key, pk, shard, seq, commit_ts, arrival_ms, dhash,
-       COUNT(DISTINCT dhash), COUNT(DISTINCT pk)
-FROM {name} GROUP BY ident;
+# First copy wins (readers deliver each shard in order, parents before children); later copies
+# only count and flag a difference in data or partition key.
+_UPSERT_ID = """
+INSERT INTO {name}_id (ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash,
+                       n, diff)
+VALUES (?,?,?,?,?,?,?,?,?,?,1,0)
+ON CONFLICT (ident) DO UPDATE SET n = n + 1,
+    diff = diff OR excluded.dhash != dhash OR excluded.pk != pk
 """
-
-_LEDGER_ID = """
-CREATE TABLE led_id (
-    ident INTEGER PRIMARY KEY, trace TEXT NOT NULL, status TEXT NOT NULL, pk TEXT, key TEXT,
-    commit_ts INTEGER, shard_id TEXT, seq TEXT, attempts INTEGER NOT NULL
-);
-INSERT INTO led_id
-SELECT ident, trace,
-       CASE WHEN MAX(status = 'ok') THEN 'ok' WHEN MAX(status = 'unknown') THEN 'unknown'
-            ELSE 'fail' END,
-       pk, key, commit_ts,
-       MAX(CASE WHEN status = 'ok' THEN shard_id END),
-       MAX(CASE WHEN status = 'ok' THEN seq END),
-       COUNT(*)
-FROM ledger GROUP BY ident;
+_UPSERT_LEDGER = """
+INSERT INTO led_id VALUES (?,?,?,?,?,?,?,?,1)
+ON CONFLICT (ident) DO UPDATE SET attempts = attempts + 1,
+    status = CASE WHEN status = 'ok' OR excluded.status = 'ok' THEN 'ok'
+                  WHEN status = 'unknown' OR excluded.status = 'unknown' THEN 'unknown'
+                  ELSE 'fail' END,
+    shard_id = CASE WHEN excluded.status = 'ok' THEN excluded.shard_id ELSE shard_id END,
+    seq = CASE WHEN excluded.status = 'ok' THEN excluded.seq ELSE seq END,
+    commit_ts = COALESCE(commit_ts, excluded.commit_ts)
 """
 
 
@@ -93,12 +91,17 @@ class Store:
             self.db.executescript(SCHEMA)
         self._pending: dict[StoreSide, list[tuple]] = {StoreSide.SOURCE: [], StoreSide.TARGET: []}
         self.counts = {StoreSide.SOURCE: 0, StoreSide.TARGET: 0}
+        self._positions: dict[tuple[StoreSide, str], int] = {}
         self.finalized = False
 
     # ------------------------------------------------------------------ writing
 
     def add(self, side: StoreSide, record: StreamRecord) -> None:
+        """One record as read; its position in its shard is the order it arrives in."""
         ident = identify(record.partition_key, record.data)
+        key = (side, record.shard_id)
+        position = self._positions.get(key, 0) + 1
+        self._positions[key] = position
         self.add_row(
             side,
             (
@@ -108,7 +111,7 @@ class Store:
                 record.partition_key,
                 record.shard_id,
                 record.sequence_number,
-                order_key(record.generation, record.sequence_number),
+                (record.generation << POSITION_BITS) + position,
                 ident.commit_ts,
                 record.arrival_ms,
                 ident.data_hash,
@@ -116,7 +119,8 @@ class Store:
         )
 
     def add_row(self, side: StoreSide, row: tuple) -> None:
-        """A raw row in ``src``/``tgt`` column order (tests and benchmarks plant these)."""
+        """A row of (ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash);
+        tests and benchmarks plant these directly."""
         pending = self._pending[side]
         pending.append(row)
         self.counts[side] += 1
@@ -126,7 +130,12 @@ class Store:
     def _flush(self, side: StoreSide) -> None:
         pending = self._pending[side]
         if pending:
-            self.db.executemany(f"INSERT INTO {side.value} VALUES (?,?,?,?,?,?,?,?,?,?)", pending)
+            with self._transaction():
+                self.db.executemany(_UPSERT_ID.format(name=side.value), pending)
+                self.db.executemany(
+                    f"INSERT INTO {side.value} VALUES (?,?,?,?)",
+                    [(r[0], r[4], r[5], r[8]) for r in pending],
+                )
             pending.clear()
 
     def flush(self) -> None:
@@ -134,19 +143,33 @@ class Store:
             self._flush(side)
 
     def add_ledger_rows(self, rows: Iterable[tuple]) -> int:
-        """Rows of (trace, status, partition_key, key, commit_ts, shard_id, seq, attempt)."""
+        """Rows of (trace, status, partition_key, key, commit_ts, shard_id, seq)."""
         n = 0
         batch: list[tuple] = []
         for row in rows:
-            batch.append((trace_ident(row[0]), *row))
+            batch.append((trace_ident(row[0]), *row[:7]))
             if len(batch) >= BATCH:
-                self.db.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?)", batch)
-                n += len(batch)
-                batch.clear()
-        if batch:
-            self.db.executemany("INSERT INTO ledger VALUES (?,?,?,?,?,?,?,?,?)", batch)
-            n += len(batch)
+                n += self._insert_ledger(batch)
+        return n + self._insert_ledger(batch)
+
+    def _insert_ledger(self, batch: list[tuple]) -> int:
+        n = len(batch)
+        if n:
+            with self._transaction():
+                self.db.executemany(_UPSERT_LEDGER, batch)
+            batch.clear()
         return n
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction per batch: autocommit would make every row its own."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def import_ledger(self, ledger_path: Path, stream: str) -> int:
         """Copy the attempts at ``stream`` from a ledger.sqlite (opened read-only)."""
@@ -154,7 +177,7 @@ class Store:
         try:
             cursor = source.execute(
                 "SELECT trace, status, partition_key, key, commit_ts, shard_id, "
-                "sequence_number, attempt FROM ledger WHERE target = ? OR target LIKE ?",
+                "sequence_number FROM ledger WHERE target = ? OR target LIKE ?",
                 (stream, f"%/{stream}"),
             )
             return self.add_ledger_rows(cursor)
@@ -162,11 +185,12 @@ class Store:
             source.close()
 
     def add_claims(self, claims: Iterable[WatermarkClaim], origin: str = "claims.jsonl") -> None:
-        self.db.executemany(
-            "INSERT INTO claims (claimed_at_ms, watermark_ms, replicator_id, origin) "
-            "VALUES (?,?,?,?)",
-            [(c.claimed_at_ms, c.watermark_ms, c.replicator_id, origin) for c in claims],
-        )
+        with self._transaction():
+            self.db.executemany(
+                "INSERT INTO claims (claimed_at_ms, watermark_ms, replicator_id, origin) "
+                "VALUES (?,?,?,?)",
+                [(c.claimed_at_ms, c.watermark_ms, c.replicator_id, origin) for c in claims],
+            )
 
     def add_claim(self, claimed_at_ms: int, watermark_ms: int, replicator_id: str, origin: str):
         self.db.execute(
@@ -202,16 +226,17 @@ class Store:
     # ------------------------------------------------------------------ building
 
     def finalize(self) -> None:
-        """Flush and build the per-identity tables and indexes the checks join on."""
+        """Flush and build the few indexes the checks need beyond the identity keys."""
         self.flush()
         if self.finalized:
             return
-        for side in StoreSide:
-            self.db.execute(f"CREATE INDEX {side.value}_ident ON {side.value} (ident, ord)")
-            self.db.executescript(_ID_TABLE.format(name=side.value))
-        self.db.executescript(_LEDGER_ID)
-        self.db.execute("CREATE INDEX tgt_id_pk ON tgt_id (pk, ord)")
-        self.db.execute("CREATE INDEX src_id_arrival ON src_id (arrival_ms)")
+        self.db.executescript(
+            """
+            CREATE INDEX IF NOT EXISTS tgt_id_pk ON tgt_id (pk, ord);
+            CREATE INDEX IF NOT EXISTS claims_t ON claims (claimed_at_ms, watermark_ms);
+            CREATE INDEX IF NOT EXISTS dead_letters_ident ON dead_letters (ident);
+            """
+        )
         self.finalized = True
 
     def close(self) -> None:

@@ -6,25 +6,26 @@ A claim (t, W) says: at wall time t the target held every source record with com
 commit_ts <= W that reached the *source* after t are "late": the claim could not know them, so
 they are reported as information, not as an anomaly.
 
-One sweep in source-arrival order answers every claim: records enter a min-heap on commit_ts when
-they reach the source and leave once they reach the target; a claim is ahead iff the heap's
-smallest commit_ts is <= W. The heap holds only records in flight (plus lost ones), so memory
-follows the replication lag, not the run's size.
+Two passes, both bounded in memory:
+
+- records that did reach the target: a range join from each record to the claims made while it
+  was in flight (index on claim time), usually zero or one claim per record;
+- records that never did: streamed in source-arrival order against the claims in time order,
+  keeping only the smallest commit timestamp seen so far.
+
+Late records are found the same way as the first pass, over claims made between a record's
+commit and its source arrival (a claim whose watermark is later than its own time is itself
+reported, as ``future_claims``).
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from verify.checks import EXAMPLES, Anomaly, _clean, _rows
 from xrh.contracts import iso_ms
-
-INF = math.inf
-_REBUILD_AT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,64 +47,68 @@ def _claims(db: sqlite3.Connection) -> list[Claim]:
     ]
 
 
+_IN_FLIGHT = """
+    SELECT c.id, s.ident, MIN(s.commit_ts)
+    FROM src_id s CROSS JOIN tgt_id t CROSS JOIN claims c
+    WHERE t.ident = s.ident AND s.commit_ts IS NOT NULL
+      AND t.arrival_ms - :tol > s.arrival_ms
+      AND c.claimed_at_ms >= s.arrival_ms AND c.claimed_at_ms < t.arrival_ms - :tol
+      AND c.watermark_ms >= s.commit_ts
+    GROUP BY c.id
+"""
+_NEVER_ARRIVED = """
+    SELECT s.ident, s.commit_ts, s.arrival_ms FROM src_id s
+    WHERE s.commit_ts IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM tgt_id t WHERE t.ident = s.ident)
+    ORDER BY s.arrival_ms
+"""
+_LATE = """
+    FROM src_id s
+    WHERE s.commit_ts IS NOT NULL AND s.arrival_ms > s.commit_ts
+      AND EXISTS (SELECT 1 FROM claims c
+                  WHERE c.claimed_at_ms >= s.commit_ts AND c.claimed_at_ms < s.arrival_ms
+                    AND c.watermark_ms >= s.commit_ts)
+"""
+
+
 def check_checkpoint_ahead(
     db: sqlite3.Connection, tolerance_ms: int = 0, limit: int = EXAMPLES
 ) -> Anomaly:
     claims = _claims(db)
     if not claims:
         return Anomaly("checkpoint_ahead", 0, (), {"claims_checked": 0, "late_records": 0})
-    cursor = db.execute(
-        """SELECT s.ident, s.commit_ts, s.arrival_ms, t.arrival_ms
-           FROM src_id s LEFT JOIN tgt_id t ON t.ident = s.ident
-           WHERE s.commit_ts <= (SELECT MAX(watermark_ms) FROM claims)
-           ORDER BY s.arrival_ms"""
-    )
-    heap: list[tuple[int, float, int]] = []  # (commit_ts, leaves_at, ident)
-    ahead: list[tuple[Claim, int]] = []
-    late_count = 0
-    late_examples: list[int] = []
-    max_w_before = -INF  # largest W among claims made strictly before the current record
-    pending = cursor.fetchone()
-
-    def take(row: tuple) -> None:
-        nonlocal late_count
-        ident, commit_ts, src_arrival, tgt_arrival = row
-        if commit_ts <= max_w_before:
-            late_count += 1
-            if len(late_examples) < limit:
-                late_examples.append(ident)
-        leaves_at = INF if tgt_arrival is None else tgt_arrival - tolerance_ms
-        if leaves_at > src_arrival:
-            heapq.heappush(heap, (commit_ts, leaves_at, ident))
-
+    # claim id -> (commit_ts, ident) of the oldest record the claim wrongly covered
+    worst: dict[int, tuple[int, int]] = {
+        claim_id: (commit_ts, ident)
+        for claim_id, ident, commit_ts in db.execute(_IN_FLIGHT, {"tol": tolerance_ms})
+    }
+    never = db.execute(_NEVER_ARRIVED)
+    pending = never.fetchone()
+    oldest: tuple[int, int] | None = None  # (commit_ts, ident) among never-arrived so far
     for claim in claims:
-        t = claim.claimed_at_ms
-        while pending is not None and pending[2] <= t:
-            take(pending)
-            pending = cursor.fetchone()
-        while heap and heap[0][1] <= t:
-            heapq.heappop(heap)
-        if len(heap) > _REBUILD_AT:
-            heap = [entry for entry in heap if entry[1] > t]
-            heapq.heapify(heap)
-        if heap and heap[0][0] <= claim.watermark_ms:
-            ahead.append((claim, heap[0][2]))
-        max_w_before = max(max_w_before, claim.watermark_ms)
-    while pending is not None:
-        take(pending)
-        pending = cursor.fetchone()
-
+        while pending is not None and pending[2] <= claim.claimed_at_ms:
+            if oldest is None or pending[1] < oldest[0]:
+                oldest = (pending[1], pending[0])
+            pending = never.fetchone()
+        if oldest is not None and oldest[0] <= claim.watermark_ms:
+            current = worst.get(claim.id)
+            if current is None or oldest[0] < current[0]:
+                worst[claim.id] = oldest
+    never.close()
+    ahead = [(c, worst[c.id][1]) for c in claims if c.id in worst]
     examples = [_ahead_example(db, claim, ident, tolerance_ms) for claim, ident in ahead[:limit]]
+    late_count = db.execute(f"SELECT COUNT(*) {_LATE}").fetchone()[0]
     late = [
         _clean(r)
         for r in _rows(
             db,
             f"""SELECT trace, key, pk AS partition_key, shard AS source_shard,
                        seq AS source_sequence_number, commit_ts, arrival_ms AS source_arrival_ms
-                FROM src_id WHERE ident IN ({",".join("?" * len(late_examples))})""",
-            tuple(late_examples),
+                {_LATE} ORDER BY s.arrival_ms LIMIT ?""",
+            (limit,),
         )
     ]
+    future = sum(1 for c in claims if c.watermark_ms > c.claimed_at_ms)
     return Anomaly(
         "checkpoint_ahead",
         len(ahead),
@@ -113,6 +118,7 @@ def check_checkpoint_ahead(
             "tolerance_ms": tolerance_ms,
             "late_records": late_count,
             "late_examples": late,
+            "future_claims": future,
         },
     )
 
