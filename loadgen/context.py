@@ -1,0 +1,75 @@
+"""Per-process state of a run's producers: one set of clients, one ledger sink, a factory.
+
+Creating boto3 clients is slow and not thread-safe, so a process builds one
+:class:`~xrh.aws.AwsClients` (pool sized to its users, botocore retries off so a timeout is
+recorded as ``unknown`` instead of being resent blindly) and every producer shares it.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loadgen.kinesis_sink import KinesisSink, RequestReport, TimedSink
+from loadgen.ledger import LedgerSink
+from loadgen.options import LoadOptions
+from loadgen.producers import Pacer, Producer, ProducerSettings
+from xrh.aws import AwsClients
+from xrh.config import HarnessConfig, Side
+from xrh.resources import ResourceNames
+
+
+@dataclass
+class LoadContext:
+    config: HarnessConfig
+    options: LoadOptions
+    ledger: LedgerSink
+    node: str  # "l" for a local runner, "w<index>" for a worker
+    pool_size: int = 50
+    report: RequestReport | None = None
+    producers: list[Producer] = field(default_factory=list)
+    _clients: AwsClients | None = None
+    _count: int = 0
+
+    @property
+    def clients(self) -> AwsClients:
+        if self._clients is None:
+            self._clients = AwsClients(
+                self.config, max_pool_connections=self.pool_size, max_attempts=1,
+                connect_timeout=5.0, read_timeout=20.0,
+            )  # fmt: skip
+        return self._clients
+
+    def settings(self) -> ProducerSettings:
+        return ProducerSettings(
+            stream=ResourceNames(self.config.prefix).stream,
+            region=self.config.region_a,
+            pipeline=self.config.pipeline,
+            batch_size=self.options.batch_size,
+            linger_s=self.options.linger_s,
+        )
+
+    def new_producer(self) -> tuple[Producer, Pacer]:
+        self._count += 1
+        producer_id = f"{self.node}u{self._count}"
+        seed = self.options.seed
+        rng = _random.Random(f"{seed}:{producer_id}") if seed is not None else _random.Random()
+        renderer = self.options.template.bind(rng=rng, producer=producer_id)
+        keyspace = self.options.keyspace.build(rng)
+        sink = KinesisSink(self.clients.client("kinesis", Side.A))
+        timed = TimedSink(sink, self.report) if self.report is not None else sink
+        producer = Producer(producer_id, renderer, keyspace, timed, self.ledger, self.settings(),
+                            random=rng.random)  # fmt: skip
+        self.producers.append(producer)
+        return producer, Pacer(self.options.rate_per_user)
+
+    def close_all(self, on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        """Close producers that did not close themselves (their final batch)."""
+        for producer in self.producers:
+            if not producer.closed:
+                try:
+                    producer.close()
+                except Exception as exc:  # noqa: BLE001 - reported, the rest still close
+                    if on_error:
+                        on_error(producer.id, exc)

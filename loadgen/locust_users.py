@@ -1,0 +1,377 @@
+"""Locust glue: options, users, load shapes, orchestration hooks, the web UI tab.
+
+The only module besides ``locustfile.py`` that imports locust (which monkey-patches with gevent:
+import locust before boto3 in any process that runs users). The workload itself is
+:mod:`loadgen.producers`, plain Python; orchestration is :mod:`loadgen.orchestrator`.
+
+Roles (DESIGN.md, "Ledger"):
+
+- local runner: starts everything on test start, writes the ledger itself, and on test stop
+  drains, verifies and keeps verify's exit code for the ``quitting`` listener;
+- master: the same, but its users run on workers: it sends them ``xrh_setup`` (endpoints, run,
+  prefix) before they spawn, writes their ledger rows (``xrh_ledger`` messages) and on stop asks
+  them (``xrh_stop``) for their final batches, waiting for all of them (bounded) before verify;
+- worker: builds producers from ``xrh_setup`` and forwards rows to the master.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from locust import LoadTestShape, User, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadgen.context import LoadContext
+from loadgen.ledger import MESSAGE_TYPE, LedgerForwarder
+from loadgen.options import LoadOptions, add_options, load_options
+from loadgen.orchestrator import Orchestrator, config_from_wire, config_to_wire, read_lag
+from xrh.config import add_common_options, config_from_options
+from xrh.errors import EXIT_UNKNOWN, EXIT_USAGE, HarnessError, UsageError
+
+SETUP = "xrh_setup"
+STOP = "xrh_stop"
+STOP_TIMEOUT_S = 15.0
+
+
+class PartialFailure(Exception):
+    """Some entries of a PutRecords request failed (shown in Locust's failures)."""
+
+
+@dataclass
+class Node:
+    """What one Locust process knows about the run (kept on the environment as ``xrh``)."""
+
+    environment: Any
+    options: LoadOptions
+    orchestrator: Orchestrator | None = None
+    context: LoadContext | None = None
+    forwarder: LedgerForwarder | None = None
+    flusher: Any = None
+    exit_code: int | None = None
+    error: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        print(f"[xrh] {text}", file=sys.stderr, flush=True)
+
+    def report(self, ms: float, n: int, results: Any, exc: BaseException | None) -> None:
+        """One PutRecords request as a Locust request (perf_counter timing, ms)."""
+        if exc is None and results is not None:
+            failed = [r.error_code for r in results if not r.ok]
+            if failed:
+                exc = PartialFailure(f"{len(failed)} of {n} entries failed ({failed[0]})")
+        self.environment.events.request.fire(
+            request_type="kinesis", name="PutRecords", response_time=ms,
+            response_length=n, exception=exc, context={},
+        )  # fmt: skip
+
+    def pool_size(self) -> int:
+        users = getattr(self.environment.parsed_options, "num_users", None) or 10
+        return max(10, min(1000, int(users) + 4))
+
+
+def _node(environment: Any) -> Node | None:
+    return getattr(environment, "xrh", None)
+
+
+# ------------------------------------------------------------------------ users and shapes
+
+
+class KinesisProducerUser(User):
+    """A producer: renders records at ``--rate-per-user``, batches them into PutRecords."""
+
+    def __init__(self, environment: Any) -> None:
+        super().__init__(environment)
+        self._producer: Any = None
+        self._pacer: Any = None
+        self._next_wait = 0.0
+
+    def wait_time(self) -> float:
+        return self._next_wait
+
+    def on_start(self) -> None:
+        node = _node(self.environment)
+        if node is None or node.context is None:
+            from locust.exception import StopUser
+
+            raise StopUser("the run is not set up (see the errors above)")
+        self._producer, self._pacer = node.context.new_producer()
+
+    @task
+    def produce(self) -> None:
+        from loadgen.producers import step
+
+        self._next_wait = step(self._producer, self._pacer)
+
+    def on_stop(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+
+
+class XrhShape(LoadTestShape):
+    """``--load-shape``: steady (-u users), step (a quarter more every quarter of --run-time),
+    spike (a quarter of the users, all of them in the middle fifth). Stops at --run-time."""
+
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        opts = self.runner.environment.parsed_options
+        users = int(getattr(opts, "num_users", None) or 1)
+        rate = float(getattr(opts, "spawn_rate", None) or users)
+        run_time = getattr(opts, "run_time", None)
+        t = self.get_run_time()
+        if run_time and t >= run_time:
+            return None
+        shape = str(getattr(opts, "load_shape", "steady") or "steady")
+        period = float(run_time or 60)
+        if shape == "step":
+            level = min(4, int(t / (period / 4)) + 1)
+            return max(1, users * level // 4), rate
+        if shape == "spike":
+            phase = (t % period) / period
+            return (users, max(rate, users)) if 0.4 <= phase < 0.6 else (max(1, users // 4), rate)
+        return users, rate
+
+
+# ------------------------------------------------------------------------ event listeners
+
+
+def register(events: Any) -> None:
+    """Hook into Locust's events (called once by locustfile.py)."""
+    events.init_command_line_parser.add_listener(_add_parser_options)
+    events.init.add_listener(_on_init)
+    events.test_start.add_listener(_on_test_start)
+    events.test_stop.add_listener(_on_test_stop)
+    events.quitting.add_listener(_on_quitting)
+
+
+def _add_parser_options(parser: Any) -> None:
+    add_common_options(parser, web_ui=True)
+    add_options(parser, web_ui=True)
+
+
+def _fail_usage(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _on_init(environment: Any, **_: Any) -> None:
+    parsed = environment.parsed_options
+    if parsed is None:
+        return
+    try:
+        base = config_from_options(parsed)
+        options = load_options(parsed)
+        if base.pipeline != "kinesis":
+            raise UsageError(f"--pipeline {base.pipeline}: the load generator drives kinesis only")
+    except UsageError as exc:
+        _fail_usage(str(exc))
+        return
+    node = Node(environment, options)
+    environment.xrh = node
+    if not getattr(parsed, "stop_timeout", None):
+        # Let a user finish the PutRecords in flight when the run stops, so its records end
+        # "ok" or "fail" in the ledger rather than "unknown" (waiting users stop at once).
+        environment.stop_timeout = STOP_TIMEOUT_S
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(SETUP, _on_setup)
+        runner.register_message(STOP, _on_stop_request, concurrent=True)
+        return
+    node.orchestrator = Orchestrator(base, options, say=node.say)
+    atexit.register(node.orchestrator.close)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(MESSAGE_TYPE, _on_ledger_message)
+    if environment.web_ui is not None:
+        from loadgen.webui import install
+
+        install(environment.web_ui.app, lambda: _status(node))
+
+
+def _on_ledger_message(environment: Any, msg: Any, **_: Any) -> None:
+    node = _node(environment)
+    state = node.orchestrator.state if node and node.orchestrator else None
+    if state is None:
+        if node is not None:
+            node.say(f"ledger rows from {msg.data.get('worker')} arrived with no run in progress")
+        return
+    state.collector.on_message(msg.data)
+
+
+def _status(node: Node) -> dict[str, Any]:
+    orch = node.orchestrator
+    state = orch.state or orch.last if orch else None
+    out: dict[str, Any] = {"running": bool(orch and orch.state), "error": node.error}
+    if state is not None:
+        out.update(run=state.run.run_id, stream=orch.stream if orch else None,
+                   lag=read_lag(state.run), ledger=state.ledger.counts, verdict=state.verdict,
+                   exit_code=state.exit_code)  # fmt: skip
+        if state.report:
+            out["report"] = {
+                k: state.report.get(k) for k in ("verdict", "reasons", "counts", "lag_ms")
+            }
+            out["anomalies"] = {
+                k: v.get("count") for k, v in (state.report.get("anomalies") or {}).items()
+            }
+    return out
+
+
+def _on_test_start(environment: Any, **_: Any) -> None:
+    node = _node(environment)
+    runner = environment.runner
+    if node is None or isinstance(runner, WorkerRunner) or node.orchestrator is None:
+        return
+    try:
+        node.options = load_options(environment.parsed_options)  # the web UI may change them
+        node.orchestrator.options = node.options
+        state = node.orchestrator.begin()
+    except (HarnessError, OSError) as exc:
+        _abort(
+            node,
+            f"could not start the run: {exc}",
+            EXIT_USAGE if isinstance(exc, UsageError) else EXIT_UNKNOWN,
+        )
+        return
+    except Exception as exc:
+        _abort(node, f"could not start the run: {type(exc).__name__}: {exc}", EXIT_UNKNOWN)
+        return
+    node.exit_code = None
+    if isinstance(runner, MasterRunner):
+        workers = [client.id for client in runner.clients.all]
+        state.collector.expect(workers)
+        runner.send_message(
+            SETUP, {"config": config_to_wire(state.config), "run": state.run.run_id}
+        )
+        node.say(f"{len(workers)} worker(s) set up")
+    else:
+        node.context = LoadContext(state.config, node.options, state.ledger, "l",
+                                   pool_size=node.pool_size(), report=node.report)  # fmt: skip
+    node.say("producing...")
+
+
+def _abort(node: Node, message: str, code: int) -> None:
+    node.say(message)
+    node.error = message
+    node.exit_code = code
+    if node.orchestrator is not None:
+        node.orchestrator.abort(message)
+    gevent.spawn(node.environment.runner.quit)
+
+
+def _on_test_stop(environment: Any, **_: Any) -> None:
+    node = _node(environment)
+    if node is None:
+        return
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        _worker_final(node)
+        return
+    orch = node.orchestrator
+    if orch is None or orch.state is None:
+        return
+    try:
+        workers_ok = True
+        if isinstance(runner, MasterRunner):
+            workers_ok = _collect_final_batches(node, runner)
+        elif node.context is not None:
+            node.context.close_all(lambda p, e: node.say(f"producer {p}: final batch failed: {e}"))
+        node.exit_code = orch.finish(workers_ok=workers_ok, sleep=gevent.sleep)
+    except Exception as exc:  # reported, and the run ends "unknown"
+        node.say(f"the run could not finish: {type(exc).__name__}: {exc}")
+        node.error = str(exc)
+        node.exit_code = EXIT_UNKNOWN
+        orch.abort(str(exc))
+    finally:
+        node.context = None
+
+
+def _collect_final_batches(node: Node, runner: Any) -> bool:
+    state = node.orchestrator.state  # type: ignore[union-attr]
+    collector = state.collector
+    runner.send_message(STOP, {"run": state.run.run_id})
+    timeout = node.options.final_batch_timeout_s
+    node.say(
+        f"waiting for {len(collector.missing)} worker(s)' final ledger batches (max {timeout:.0f}s)..."
+    )
+    ok = collector.wait(timeout, sleep=gevent.sleep)
+    if not ok:
+        node.say(
+            f"ledger incomplete: missing final batches from {sorted(collector.missing) or '-'}"
+            f"{'; ' + '; '.join(collector.problems) if collector.problems else ''}"
+        )
+    return ok
+
+
+# ------------------------------------------------------------------------ worker side
+
+
+def _on_setup(environment: Any, msg: Any, **_: Any) -> None:
+    node = _node(environment)
+    if node is None:
+        return
+    runner = environment.runner
+    config = config_from_wire(msg.data["config"])
+    try:
+        node.options = load_options(environment.parsed_options)
+    except UsageError as exc:
+        node.say(f"worker options: {exc}")
+    worker = f"w{getattr(runner, 'worker_index', 0)}"
+    node.forwarder = LedgerForwarder(
+        runner.client_id, lambda d: runner.send_message(MESSAGE_TYPE, d)
+    )
+    node.context = LoadContext(config, node.options, node.forwarder, worker,
+                               pool_size=node.pool_size(), report=node.report)  # fmt: skip
+    node.flusher = gevent.spawn(_flush_loop, node.forwarder)
+
+
+def _flush_loop(forwarder: LedgerForwarder) -> None:
+    while True:
+        gevent.sleep(0.5)
+        forwarder.flush()
+
+
+def _on_stop_request(environment: Any, msg: Any, **_: Any) -> None:
+    """The master wants this worker's final batch: stop the users (which closes their
+    producers and fires test_stop, which sends it), or send it now if already stopped."""
+    node = _node(environment)
+    if node is None:
+        return
+    if environment.runner.user_count:
+        environment.runner.stop()
+    _worker_final(node)
+
+
+def _worker_final(node: Node) -> None:
+    if node.forwarder is None:
+        return
+    if node.context is not None:
+        node.context.close_all(lambda p, e: node.say(f"producer {p}: final batch failed: {e}"))
+    if node.flusher is not None:
+        node.flusher.kill(block=False)
+        node.flusher = None
+    forwarder, node.forwarder, node.context = node.forwarder, None, None
+    forwarder.close()
+    node.say(f"sent final ledger batch ({forwarder.sent_rows} rows)")
+
+
+def _on_quitting(environment: Any, **_: Any) -> None:
+    node = _node(environment)
+    if node is None:
+        return
+    orch = node.orchestrator
+    if orch is not None and orch.state is not None:
+        # Ctrl-C or SIGTERM during the run: stop producing and still finish it.
+        try:
+            environment.runner.stop()
+        except Exception as exc:  # noqa: BLE001 - whatever happens, clean up below
+            node.say(f"stopping the runner failed: {exc}")
+    if orch is not None:
+        orch.close()
+    if node.exit_code is not None:
+        environment.process_exit_code = node.exit_code
+    time.sleep(0)

@@ -1,0 +1,139 @@
+"""The load generator's own options, resolved once into a frozen :class:`LoadOptions`.
+
+Registered on Locust's parser (shown in the web UI too) by :mod:`loadgen.locust_users`, next to
+the harness's common options (:func:`xrh.config.add_common_options`). Everything is checked
+here, before any load: a bad template or keyspace stops the run with a message naming the
+option and the value (exit code 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.errors import LoadgenUsageError
+from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
+from loadgen.templates import Template, compile_template, load_template_option
+
+REPLICATOR_MODES = ("embedded", "external")
+LOAD_SHAPES = ("steady", "step", "spike")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    template_text: str
+    template: Template
+    keyspace: KeyspaceSpec
+    rate_per_user: float | None  # records/s per user; None: as fast as possible
+    batch_size: int
+    linger_s: float
+    replicator: str
+    verify: bool
+    seed: int | None
+    load_shape: str
+    drain_timeout_s: float
+    verify_timeout_s: float
+    final_batch_timeout_s: float
+
+
+def add_options(parser: Any, *, web_ui: bool = True) -> None:
+    """Register the options on an argparse-like parser (Locust's accepts include_in_web_ui)."""
+
+    def add(*flags: str, **kwargs: Any) -> None:
+        if web_ui:
+            kwargs["include_in_web_ui"] = True
+        parser.add_argument(*flags, **kwargs)
+
+    add("--template", default="", help="Kinesis Data Generator template, inline or @file "
+        "(default: DESIGN.md's payload with key, millisecond commitTimestamp and trace)")  # fmt: skip
+    add("--keys", type=int, default=10_000, help="keyspace size (default 10000)")
+    add(
+        "--key-distribution",
+        default="uniform",
+        help=f"{' | '.join(DISTRIBUTIONS)} (default uniform)",
+    )
+    add("--key-skew", type=float, default=1.1, help="zipf skew (default 1.1)")
+    add("--hot-key-share", type=float, default=0.5, help="hot: share of records on the hot key")
+    add("--rate-per-user", type=float, default=100.0,
+        help="records per second per user; 0 for as fast as possible (default 100)")  # fmt: skip
+    add("--batch-size", type=int, default=500, help="records per PutRecords (default 500)")
+    add("--linger", type=float, default=0.2, help="seconds a record may wait for a fuller batch")
+    add("--replicator", default="embedded",
+        help="embedded: start the reference replicator; external: produce and verify only")  # fmt: skip
+    add("--no-verify", action="store_true", default=False, help="skip verify at the end")
+    add("--seed", type=int, default=None, help="seed for templates and keys (reproducible runs)")
+    add("--load-shape", default="steady", help="steady | step | spike (over --run-time)")
+    add("--drain-timeout", type=float, default=120.0,
+        help="seconds the replicator may take to catch up after load stops (default 120)")  # fmt: skip
+    add("--verify-timeout", type=float, default=300.0, help="verify's time budget in seconds")
+
+
+def _choice(value: Any, choices: tuple[str, ...], flag: str) -> str:
+    text = str(value or choices[0]).strip().lower()
+    if text not in choices:
+        raise LoadgenUsageError(f"{flag} {value!r}: choose one of {', '.join(choices)}")
+    return text
+
+
+def _number(value: Any, flag: str, *, minimum: float, cast: type = float) -> Any:
+    try:
+        number = cast(value)
+    except (TypeError, ValueError):
+        raise LoadgenUsageError(f"{flag} {value!r}: not a number") from None
+    if number < minimum:
+        raise LoadgenUsageError(f"{flag} {number}: must be at least {minimum}")
+    return number
+
+
+def load_options(parsed: Any) -> LoadOptions:
+    """Check and resolve the parsed options; LoadgenUsageError / TemplateError if wrong."""
+    g = lambda name, default=None: getattr(parsed, name, default)  # noqa: E731
+    text = load_template_option(g("template") or "")
+    template = compile_template(text)
+    keyspace = KeyspaceSpec(
+        size=_number(g("keys", 10_000), "--keys", minimum=1, cast=int),
+        distribution=_choice(g("key_distribution"), DISTRIBUTIONS, "--key-distribution"),
+        skew=_number(g("key_skew", 1.1), "--key-skew", minimum=0),
+        hot_share=_number(g("hot_key_share", 0.5), "--hot-key-share", minimum=0),
+    )
+    rate = _number(g("rate_per_user", 100.0), "--rate-per-user", minimum=0)
+    raw_seed = g("seed")
+    seed = (
+        None if raw_seed in ("", None) else _number(raw_seed, "--seed", minimum=-(2**63), cast=int)
+    )
+    batch = _number(g("batch_size", 500), "--batch-size", minimum=1, cast=int)
+    if batch > 500:
+        raise LoadgenUsageError(f"--batch-size {batch}: PutRecords takes at most 500 records")
+    return LoadOptions(
+        template_text=text,
+        template=template,
+        keyspace=keyspace,
+        rate_per_user=rate or None,
+        batch_size=batch,
+        linger_s=_number(g("linger", 0.2), "--linger", minimum=0),
+        replicator=_choice(g("replicator"), REPLICATOR_MODES, "--replicator"),
+        verify=not bool(g("no_verify", False)),
+        seed=seed,
+        load_shape=_choice(g("load_shape"), LOAD_SHAPES, "--load-shape"),
+        drain_timeout_s=_number(g("drain_timeout", 120.0), "--drain-timeout", minimum=1),
+        verify_timeout_s=_number(g("verify_timeout", 300.0), "--verify-timeout", minimum=1),
+        final_batch_timeout_s=30.0,
+    )
+
+
+def public_dict(options: LoadOptions) -> dict[str, Any]:
+    """What the run's config.json records about the load (no compiled objects)."""
+    return {
+        "template": options.template_text,
+        "keys": options.keyspace.size,
+        "key_distribution": options.keyspace.distribution,
+        "key_skew": options.keyspace.skew,
+        "hot_key_share": options.keyspace.hot_share,
+        "rate_per_user": options.rate_per_user,
+        "batch_size": options.batch_size,
+        "linger_s": options.linger_s,
+        "replicator": options.replicator,
+        "verify": options.verify,
+        "seed": options.seed,
+        "load_shape": options.load_shape,
+    }

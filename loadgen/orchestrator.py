@@ -1,0 +1,277 @@
+"""Around a run: endpoint, run directory, provisioning, the replicator process, drain, verify.
+
+Plain Python (no locust): :mod:`loadgen.locust_users` calls :meth:`Orchestrator.begin` on test
+start and :meth:`Orchestrator.finish` on test stop, in the master or local runner only, and
+:meth:`Orchestrator.close` when the process quits. Whatever happens (a normal end, Ctrl-C, an
+error), :meth:`close` leaves nothing running: the replicator gets SIGTERM then SIGKILL, the
+embedded endpoint is stopped.
+
+The reference replicator runs as a separate process (``python -m xrh replicate``), never in
+Locust's event loop. When production stops it gets SIGUSR1: it drains and exits 0 once caught
+up and quiet, or 2 if it could not drain within ``--drain-timeout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadgen.errors import OrchestrationError
+from loadgen.ledger import LedgerCollector, LedgerSummary, LedgerWriter
+from loadgen.options import LoadOptions, public_dict
+from xrh import runs
+from xrh.config import EndpointMode, HarnessConfig
+from xrh.errors import EXIT_UNKNOWN
+from xrh.resources import ResourceNames
+
+Say = Callable[[str], None]
+
+
+def endpoint_flags(config: HarnessConfig) -> list[str]:
+    """The command-line flags that point another process at the same endpoints."""
+    flags = ["--region-a", config.region_a, "--region-b", config.region_b]
+    if config.endpoint_mode is EndpointMode.AWS:
+        return [*flags, "--endpoint", "aws"]
+    if config.endpoint_mode is EndpointMode.URL:
+        return [*flags, "--endpoint-url", str(config.endpoint_url_a)]
+    return [*flags, "--endpoint-url-a", str(config.endpoint_url_a),
+            "--endpoint-url-b", str(config.endpoint_url_b)]  # fmt: skip
+
+
+def config_to_wire(config: HarnessConfig) -> dict[str, Any]:
+    return config.to_public_dict()
+
+
+def config_from_wire(data: dict[str, Any]) -> HarnessConfig:
+    fields = dict(data)
+    fields["endpoint_mode"] = EndpointMode(fields["endpoint_mode"])
+    fields["runs_dir"] = Path(fields["runs_dir"])
+    names = {f.name for f in dataclasses.fields(HarnessConfig)}
+    return HarnessConfig(**{k: v for k, v in fields.items() if k in names})
+
+
+def read_lag(run: runs.RunDir) -> dict[str, Any]:
+    """Replication progress from the replicator's metrics file (empty if none yet)."""
+    try:
+        metrics = json.loads(run.file(runs.METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    snapshots = list((metrics.get("workers") or {}).values()) or [metrics]
+    shards = [s for snap in snapshots if isinstance(snap, dict)
+              for s in (snap.get("shards") or {}).values() if isinstance(s, dict)]  # fmt: skip
+    lags = [s.get("commit_lag_ms") for s in shards]
+    behind = [s.get("millis_behind_latest") for s in shards]
+    lags = [v for v in lags if isinstance(v, int | float)]
+    behind = [v for v in behind if isinstance(v, int | float)]
+    totals = metrics.get("totals") or metrics.get("counters") or {}
+    marks = [snap.get("watermark_ms") for snap in snapshots if isinstance(snap, dict)]
+    marks = [m for m in marks if isinstance(m, int)]
+    return {
+        "records_copied": totals.get("records_copied"),
+        "commit_lag_ms_max": max(lags) if lags else None,
+        "millis_behind_latest_max": max(behind) if behind else None,
+        "watermark_ms": max(marks) if marks else None,
+        "shards": len(shards),
+    }
+
+
+@dataclass
+class RunState:
+    run: runs.RunDir
+    config: HarnessConfig
+    ledger: LedgerWriter
+    collector: LedgerCollector
+    replicator: subprocess.Popen[bytes] | None = None
+    replicator_log: Any = None
+    started_at: float = 0.0
+    summary: LedgerSummary | None = None
+    verdict: str | None = None
+    exit_code: int | None = None
+    report: dict[str, Any] | None = None
+
+
+class Orchestrator:
+    """One per Locust master/local process; a run per test start."""
+
+    def __init__(self, base: HarnessConfig, options: LoadOptions, *, say: Say = print) -> None:
+        self.base = base
+        self.options = options
+        self.say = say
+        self.endpoint: Any = None
+        self.state: RunState | None = None
+        self.last: RunState | None = None
+
+    # ------------------------------------------------------------------ start
+
+    def begin(self) -> RunState:
+        """Endpoint (embedded default), run directory, provisioning, replicator process."""
+        if self.state is not None:
+            raise OrchestrationError("a run is already in progress")
+        config = self.base
+        if config.endpoint_mode is EndpointMode.EMBEDDED and self.endpoint is None:
+            from xrh.endpoint import EmbeddedEndpoint
+
+            self.say("starting the embedded endpoint (one moto server per region)...")
+            self.endpoint = EmbeddedEndpoint(config)
+            self.endpoint.start()
+        if self.endpoint is not None:
+            config = self.endpoint.config
+        run = runs.create_run(config.runs_dir, None)
+        if config.endpoint_mode is EndpointMode.EMBEDDED:
+            # A fresh stream per run: an endpoint kept across web-UI runs holds older records.
+            config = dataclasses.replace(config, prefix=f"{config.prefix}-{run.run_id[-6:]}")
+        run.write_json(
+            runs.CONFIG_FILE, {**config.to_public_dict(), "load": public_dict(self.options)}
+        )
+        self.say(f"run directory: {run.path}")
+        from xrh.provision import provision
+
+        provision(config)
+        ledger = LedgerWriter(run.file(runs.LEDGER_FILE))
+        state = RunState(run, config, ledger, LedgerCollector(ledger), started_at=time.time())
+        self.state = state
+        if self.options.replicator == "embedded":
+            self._start_replicator(state)
+        return state
+
+    def _start_replicator(self, state: RunState) -> None:
+        command = [
+            sys.executable, "-m", "xrh", "replicate", "--pipeline", state.config.pipeline,
+            "--side", "a", "--run-dir", str(state.run.path), "--prefix", state.config.prefix,
+            *endpoint_flags(state.config), "--drain-timeout", str(self.options.drain_timeout_s),
+        ]  # fmt: skip
+        state.replicator_log = state.run.file("replicator-a.log").open("ab")
+        state.replicator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, stdout=state.replicator_log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)
+        if state.replicator.poll() is not None:
+            raise OrchestrationError(
+                f"the replicator exited at once with code {state.replicator.returncode}; "
+                f"see {state.run.file('replicator-a.log')}"
+            )
+        self.say(f"replicator started (pid {state.replicator.pid})")
+
+    # ------------------------------------------------------------------ finish
+
+    def finish(
+        self, *, workers_ok: bool = True, sleep: Callable[[float], None] = time.sleep
+    ) -> int:
+        """Close the ledger, drain the replicator, verify, print the summary: the exit code."""
+        state = self.state
+        if state is None:
+            return self.last.exit_code if self.last and self.last.exit_code is not None else 0
+        incomplete: list[str] = []
+        try:
+            state.summary = state.ledger.close(clean=workers_ok)
+            s = state.summary
+            self.say(
+                f"ledger: {s.rows} attempts ({', '.join(f'{k} {v}' for k, v in sorted(s.by_status.items()))})"
+                + ("" if s.complete else f"; INCOMPLETE, missing {', '.join(s.missing) or 'worker batches'}")
+            )  # fmt: skip
+            if state.replicator is not None:
+                reason = self._drain(state, sleep)
+                if reason:
+                    incomplete.append(reason)
+            if not self.options.verify:
+                self.say("--no-verify: skipping verify")
+                state.exit_code = 0
+                return 0
+            from verify import print_summary, run_verify
+
+            self.say("verifying...")
+            result = run_verify(
+                state.run.path, state.config, timeout_s=self.options.verify_timeout_s,
+                progress=True, incomplete=incomplete or None,
+            )  # fmt: skip
+            state.report = result.report
+            state.verdict = result.verdict.value
+            state.exit_code = result.exit_code
+            print_summary(result.report)
+            self.say(f"report: {result.report_json}")
+            return result.exit_code
+        except BaseException:
+            state.exit_code = EXIT_UNKNOWN
+            raise
+        finally:
+            self._stop_replicator(state)
+            self.last, self.state = state, None
+
+    def _drain(self, state: RunState, sleep: Callable[[float], None]) -> str | None:
+        process = state.replicator
+        assert process is not None
+        if process.poll() is not None:
+            return f"the replicator exited early (code {process.returncode}); see replicator-a.log"
+        self.say("load stopped; waiting for the replicator to drain (SIGUSR1)...")
+        process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + self.options.drain_timeout_s + 30
+        last_note = 0.0
+        while process.poll() is None and time.monotonic() < deadline:
+            if time.monotonic() - last_note >= 2:
+                lag = read_lag(state.run)
+                self.say(
+                    f"  draining: {lag.get('records_copied') or 0} records copied, "
+                    f"max lag {lag.get('commit_lag_ms_max')} ms"
+                )  # fmt: skip
+                last_note = time.monotonic()
+            sleep(0.2)
+        code = process.poll()
+        if code is None:
+            return f"the replicator did not drain within {self.options.drain_timeout_s:.0f}s"
+        if code == 0:
+            self.say("replicator drained")
+            return None
+        if code == 2:
+            return f"the replicator could not drain within {self.options.drain_timeout_s:.0f}s"
+        return f"the replicator exited with code {code}; see replicator-a.log"
+
+    def _stop_replicator(self, state: RunState) -> None:
+        process = state.replicator
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if state.replicator_log is not None:
+            state.replicator_log.close()
+            state.replicator_log = None
+
+    # ------------------------------------------------------------------ teardown
+
+    def abort(self, reason: str) -> None:
+        """An abnormal end: kill the replicator, keep the ledger marked incomplete."""
+        state = self.state
+        if state is None:
+            return
+        self.say(f"run aborted: {reason}")
+        try:
+            state.summary = state.ledger.close(clean=False, timeout=10)
+        except Exception as exc:  # noqa: BLE001 - best effort while aborting
+            self.say(f"ledger: {exc}")
+        finally:
+            self._stop_replicator(state)
+            self.last, self.state = state, None
+
+    def close(self) -> None:
+        """Stop everything this process started (idempotent)."""
+        if self.state is not None:
+            self.abort("the process is quitting")
+        if self.endpoint is not None:
+            endpoint, self.endpoint = self.endpoint, None
+            endpoint.stop()
+
+    @property
+    def stream(self) -> str:
+        config = self.state.config if self.state else self.base
+        return ResourceNames(config.prefix).stream
