@@ -3,8 +3,9 @@
 - ``xrh verify --run-dir runs/latest``: options come from the run's ``config.json``; endpoints
   from flags if given, else the run's ``endpoints.json`` (a running embedded endpoint), else the
   URLs in ``config.json``. An endpoint that is gone gives verdict unknown, exit code 2.
-- ``xrh verify --stream NAME --endpoint-url-a URL --endpoint-url-b URL`` (or ``--endpoint aws``):
-  source and target streams alone; the report goes to a new run directory.
+- ``xrh verify --stream NAME --endpoint-url-a URL --endpoint-url-b URL`` (or ``--endpoint aws``,
+  or a running ``xrh endpoint``): source and target streams alone, no ledger; the report goes to
+  a new run directory.
 """
 
 from __future__ import annotations
@@ -148,10 +149,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.stream:
         config = config_from_options(args)
         if config.endpoint_mode is EndpointMode.EMBEDDED:
-            raise VerifyUsageError(
-                "--stream without --run-dir compares streams someone already runs: give "
-                "--endpoint-url-a and --endpoint-url-b, --endpoint-url, or --endpoint aws"
-            )
+            from xrh.endpoint import resolve_config  # a running `xrh endpoint`, else UsageError
+
+            config = resolve_config(config)
         run_dir = runs.create_run(config.runs_dir, config.to_public_dict())
     else:
         raise VerifyUsageError("give --run-dir DIR (verify a run) or --stream NAME (streams only)")

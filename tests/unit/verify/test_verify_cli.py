@@ -39,7 +39,7 @@ def make_run(tmp_path, **config):
     ("argv", "message"),
     [
         ([], "--run-dir DIR"),
-        (["--stream", "s"], "--endpoint-url-a"),
+        (["--stream", "s", "--runs-dir", "/nonexistent/runs"], "no embedded endpoint"),
         (["--stream", "s", "--endpoint", "aws", "--timeout", "0"], "--timeout"),
         (["--stream", "s", "--endpoint", "aws", "--tolerance-ms", "-1"], "--tolerance-ms"),
         (["--run-dir", "/nonexistent/run"], "no such run directory"),
@@ -51,7 +51,7 @@ def test_usage_errors_name_the_flag(argv, message):
 
 
 def test_python_m_verify_prints_one_line_and_exits_3(capsys):
-    assert main(["--stream", "s"]) == 3
+    assert main(["--stream", "s", "--runs-dir", "/nonexistent/runs"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
 
