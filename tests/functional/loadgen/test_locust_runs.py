@@ -1,0 +1,145 @@
+"""The main job end to end: ``locust -f locustfile.py --headless`` as a subprocess.
+
+Each run gets its own session (process group); after it exits the test checks that nothing of
+that group is left running (endpoint servers, the replicator), and kills it if something is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+LOCUST = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py")]
+
+pytestmark = pytest.mark.functional
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap(procs: list[subprocess.Popen], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.1, deadline - time.monotonic()))
+    leftovers = []
+    for proc in procs:
+        pgid = proc.pid
+        for _ in range(50):  # children get a moment to exit after their parent
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.1)
+        if _group_alive(pgid):
+            leftovers.append(pgid)
+            os.killpg(pgid, signal.SIGKILL)
+    assert not leftovers, f"processes left running in groups {leftovers}"
+
+
+def run_locust(cwd: Path, *args: str, timeout: float = 120) -> tuple[int, str, str]:
+    proc = subprocess.Popen(
+        [*LOCUST, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"locust did not finish within {timeout}s:\n{err[-3000:]}")
+    finally:
+        _reap([proc], 10)
+    return proc.returncode, out, err
+
+
+def report(cwd: Path) -> dict:
+    return json.loads((cwd / "runs" / "latest" / "report.json").read_text())
+
+
+def test_headless_run_ends_valid(tmp_path: Path):
+    code, out, err = run_locust(
+        tmp_path, "--headless", "-u", "10", "-r", "10", "-t", "10s", "--only-summary", "--seed", "7"
+    )
+    assert code == 0, err[-3000:]
+    rep = report(tmp_path)
+    assert rep["verdict"] == "valid"
+    assert rep["counts"]["acknowledged"] >= 2000
+    assert rep["anomalies"]["lost"]["count"] == 0
+    assert (tmp_path / "runs" / "latest" / "ledger.sqlite").exists()
+    assert "verdict: valid" in out
+    assert not (tmp_path / "runs" / "latest" / "endpoints.json").exists()
+
+
+def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Path):
+    code, out, err = run_locust(
+        tmp_path, "--headless", "-u", "4", "-r", "4", "-t", "4s", "--only-summary",
+        "--replicator", "external", "--verify-timeout", "30",
+    )  # fmt: skip
+    assert code == 1, err[-3000:]
+    rep = report(tmp_path)
+    assert rep["verdict"] == "invalid"
+    lost = rep["anomalies"]["lost"]
+    assert lost["count"] == rep["counts"]["acknowledged"] > 0
+    assert lost["examples"] and "trace" in json.dumps(lost["examples"][0])
+
+
+def test_template_error_stops_before_any_load(tmp_path: Path):
+    code, out, err = run_locust(
+        tmp_path, "--headless", "-u", "2", "-r", "2", "-t", "5s",
+        "--template", '{"a": {{random.number(5)}},\n "b": "{{name.frstName}}"}', timeout=60,
+    )  # fmt: skip
+    assert code == 3
+    assert "template line 2, column 8: unknown helper name.frstName" in err
+    assert "did you mean name.firstName" in err
+    assert not (tmp_path / "runs").exists()  # nothing was started
+    assert "Traceback" not in err
+
+
+def test_distributed_run_master_and_two_workers_ends_valid(tmp_path: Path):
+    port = 5557 + os.getpid() % 200
+    master = subprocess.Popen(
+        [*LOCUST, "--headless", "-u", "10", "-r", "10", "-t", "10s", "--only-summary",
+         "--master", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
+         "--master-bind-port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [*LOCUST, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        out, err = master.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(master.pid, signal.SIGKILL)
+        out, err = master.communicate()
+        pytest.fail(f"the master did not finish:\n{err[-3000:]}")
+    finally:
+        _reap([master, *workers], 20)
+    assert master.returncode == 0, err[-3000:]
+    rep = report(tmp_path)
+    assert rep["verdict"] == "valid"
+    assert rep["counts"]["acknowledged"] >= 2000
+    assert "2 worker(s) set up" in err
+    assert "missing final batches" not in err
+    for worker in workers:
+        assert worker.returncode == 0
