@@ -109,14 +109,74 @@ def test_verify_reconcile_1m(benchmark, tmp_path):
 
     def setup():
         store = Store(store_path, fresh=False)
-        for table in ("src_id", "tgt_id", "led_id"):
-            store.db.execute(f"DROP TABLE IF EXISTS {table}")
-        for index in ("src_ident", "tgt_ident"):
+        for index in ("tgt_id_pk", "claims_t", "dead_letters_ident"):
             store.db.execute(f"DROP INDEX IF EXISTS {index}")
         return (store,), {}
 
     benchmark.pedantic(reconcile_store, setup=setup, rounds=1, iterations=1)
     print(json.dumps({"250k": small, "1M": large}))
+
+
+READ_RECORDS = 20_000
+
+
+def measure_read(tmp_path: Path) -> dict:
+    """Read READ_RECORDS from each region of the embedded endpoint into a store (per record
+    cost of reading both streams; extrapolated to 1M, stated as such)."""
+    import json as _json
+
+    from verify.kinesis_reader import read_stream
+    from xrh.aws import AwsClients
+    from xrh.config import Side, parse_config
+    from xrh.endpoint import EmbeddedEndpoint
+    from xrh.provision import provision
+    from xrh.resources import ResourceNames
+
+    base = parse_config(["--runs-dir", str(tmp_path / "runs"), "--prefix", "bench"], environ={})
+    with EmbeddedEndpoint(base) as endpoint:
+        config = base.with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
+        provision(config)
+        clients = AwsClients(config)
+        stream = ResourceNames(config.prefix).stream
+        for side in (Side.A, Side.B):
+            kinesis = clients.client("kinesis", side)
+            for start in range(0, READ_RECORDS, 500):
+                entries = [
+                    {
+                        "PartitionKey": str(i % 1000),
+                        "Data": _json.dumps(
+                            {"key": i % 1000, "commitTimestamp": "2026-01-01T00:00:00.000Z",
+                             "trace": f"w0-{i:09d}"}
+                        ).encode(),
+                    }
+                    for i in range(start, start + 500)
+                ]  # fmt: skip
+                kinesis.put_records(StreamName=stream, Records=entries)
+        store = Store(tmp_path / "read.sqlite")
+        t0 = time.perf_counter()
+        for side, store_side in ((Side.A, StoreSide.SOURCE), (Side.B, StoreSide.TARGET)):
+            stats = read_stream(
+                clients.client("kinesis", side), stream,
+                lambda r, _s=store_side: store.add(_s, r), deadline=time.monotonic() + 300,
+            )  # fmt: skip
+            assert stats.complete and stats.records == READ_RECORDS
+        store.flush()
+        read_s = time.perf_counter() - t0
+        store.close()
+    per_s = 2 * READ_RECORDS / read_s
+    return {
+        "read_records": 2 * READ_RECORDS,
+        "read_s": round(read_s, 2),
+        "read_records_per_s": round(per_s),
+        "read_1m_extrapolated_s": round(2_000_000 / per_s, 1),
+    }
+
+
+@pytest.mark.benchmark(group="verify")
+def test_verify_read_embedded(benchmark, tmp_path):
+    figures = benchmark.pedantic(measure_read, args=(tmp_path,), rounds=1, iterations=1)
+    benchmark.extra_info.update(figures)
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
