@@ -75,7 +75,7 @@ def reconcile(
 _DESCRIBE = {
     "lost": "{n} record(s) acknowledged or in the source are missing from the target",
     "duplicated": "{n} record(s) duplicated in the target (fatal by --fatal-duplicates)",
-    "reordered": "{n} record(s) reached the target out of their partition key's source order",
+    "reordered": "{n} record(s) have their last target copy out of their key's source order",
     "phantom": "{n} record(s) in the target are in neither the source nor the ledger",
     "stale": "{n} item(s) in the target are older than the source",
     "diverged": "{n} record(s) differ between source and target",

@@ -6,8 +6,8 @@ run was. Each batch is folded into per-identity tables as it arrives (an upsert 
 joins on integer primary keys, never Python dictionaries of everything.
 
 Tables: ``src`` / ``tgt`` (every copy: identity, shard, sequence number, arrival),
-``src_id`` / ``tgt_id`` (per identity: copy count, first copy in stream order, whether copies
-differ), ``led_id`` (per trace: ``ok`` if any attempt was acknowledged, else ``unknown`` if any
+``src_id`` / ``tgt_id`` (per identity: copy count, first and last copy in stream order,
+whether copies differ), ``led_id`` (per trace: ``ok`` if any attempt was acknowledged, else ``unknown`` if any
 was, else ``fail``), ``claims``, ``dead_letters``, ``items`` (DynamoDB scans) and ``meta``.
 """
 
@@ -27,7 +27,8 @@ POSITION_BITS = 40  # records per shard before the generation bits: 10**12
 _ID_COLUMNS = (
     "ident INTEGER PRIMARY KEY, n INTEGER NOT NULL, ord INTEGER NOT NULL, trace TEXT, key TEXT, "
     "pk TEXT NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL, commit_ts INTEGER, "
-    "arrival_ms INTEGER NOT NULL, dhash INTEGER NOT NULL, diff INTEGER NOT NULL DEFAULT 0"
+    "arrival_ms INTEGER NOT NULL, dhash INTEGER NOT NULL, diff INTEGER NOT NULL DEFAULT 0, "
+    "last_ord INTEGER NOT NULL, last_shard TEXT NOT NULL, last_seq TEXT NOT NULL"
 )
 
 SCHEMA = f"""
@@ -53,14 +54,18 @@ CREATE TABLE items (side TEXT NOT NULL, key TEXT NOT NULL, item_hash INTEGER NOT
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
 """
 
-# First copy wins (readers deliver each shard in order, parents before children); later copies
-# only count and flag a difference in data or partition key.
+# The first copy keeps its columns (readers deliver each shard in order, parents before
+# children); later copies count, flag a difference in data or partition key, and move the
+# ``last_*`` position (the order check compares last copies).
 _UPSERT_ID = """
 INSERT INTO {name}_id (ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash,
-                       n, diff)
-VALUES (?,?,?,?,?,?,?,?,?,?,1,0)
+                       n, diff, last_ord, last_shard, last_seq)
+VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,1,0,?7,?5,?6)
 ON CONFLICT (ident) DO UPDATE SET n = n + 1,
-    diff = diff OR excluded.dhash != dhash OR excluded.pk != pk
+    diff = diff OR excluded.dhash != dhash OR excluded.pk != pk,
+    last_shard = CASE WHEN excluded.ord >= last_ord THEN excluded.shard ELSE last_shard END,
+    last_seq = CASE WHEN excluded.ord >= last_ord THEN excluded.seq ELSE last_seq END,
+    last_ord = MAX(last_ord, excluded.ord)
 """
 _UPSERT_LEDGER = """
 INSERT INTO led_id VALUES (?,?,?,?,?,?,?,?,1)
@@ -232,7 +237,7 @@ class Store:
             return
         self.db.executescript(
             """
-            CREATE INDEX IF NOT EXISTS tgt_id_pk ON tgt_id (pk, ord);
+            CREATE INDEX IF NOT EXISTS tgt_id_pk ON tgt_id (pk, last_ord);
             CREATE INDEX IF NOT EXISTS claims_t ON claims (claimed_at_ms, watermark_ms);
             CREATE INDEX IF NOT EXISTS dead_letters_ident ON dead_letters (ident);
             """

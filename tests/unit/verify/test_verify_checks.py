@@ -119,7 +119,9 @@ def test_duplicates_counted_per_record_and_in_total(planted):
 
 def test_duplicates_are_fatal_only_by_flag(planted):
     clean(planted)
-    planted.put(TGT, "p0-000000003", 0, arrival=T0 + 999, commit=T0 + 30)
+    # A second copy of key 0's newest record: its last copy stays in source order. (A late copy
+    # of an older record, such as p0-000000003, would leave a stale final state: reordered.)
+    planted.put(TGT, "p0-000000018", 0, arrival=T0 + 999, commit=T0 + 180)
     result = reconcile(planted.done())
     assert decide(result.anomalies).verdict is Verdict.VALID
     assert decide(result.anomalies, fatal_duplicates=True).verdict is Verdict.INVALID
@@ -148,6 +150,43 @@ def test_swapped_records_of_one_key_are_reordered_with_both_named(planted):
     assert example["overtaken_by"]["trace"] == "a-3"
     assert example["key"] == "42"
     assert example["record"]["target_sequence_number"] == "4"
+
+
+def test_resend_after_partial_failure_is_in_order_and_counted_as_healed(planted):
+    # PutRecords failed a1 and accepted a2; the replicator resent a1 then a2: target a2, a1, a2.
+    planted.put(SRC, "a-1", 42, arrival=T0)
+    planted.put(SRC, "a-2", 42, arrival=T0 + 1)
+    for trace in ["a-2", "a-1", "a-2"]:
+        planted.put(TGT, trace, 42, arrival=T0 + 10)
+    reordered = check_reordered(planted.done())
+    assert reordered.count == 0
+    assert reordered.examples == ()
+    assert reordered.details["healed_by_later_copy"] == 1
+
+
+def test_stale_last_copy_is_reordered(planted):
+    # Target a1, a2, a1: first arrivals look right, but the final state has a1 after a2.
+    planted.put(SRC, "a-1", 42, arrival=T0)
+    planted.put(SRC, "a-2", 42, arrival=T0 + 1)
+    for trace in ["a-1", "a-2", "a-1"]:
+        planted.put(TGT, trace, 42, arrival=T0 + 10)
+    reordered = check_reordered(planted.done())
+    assert reordered.count == 1
+    (example,) = reordered.examples
+    assert example["trace"] == "a-1"
+    assert example["overtaken_by"]["trace"] == "a-2"
+    assert example["record"]["target_sequence_number"] == "3"
+    assert example["overtaken_by"]["target_sequence_number"] == "2"
+    assert reordered.details["healed_by_later_copy"] == 0
+
+
+def test_swap_without_duplicates_heals_nothing(planted):
+    planted.put(SRC, "a-1", 42, arrival=T0)
+    planted.put(SRC, "a-2", 42, arrival=T0 + 1)
+    planted.put(TGT, "a-2", 42, arrival=T0 + 10)
+    planted.put(TGT, "a-1", 42, arrival=T0 + 10)
+    reordered = check_reordered(planted.done())
+    assert reordered.count == 1 and reordered.details["healed_by_later_copy"] == 0
 
 
 def test_order_compares_sequence_numbers_as_integers(planted):
