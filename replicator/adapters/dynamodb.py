@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replicator.core.active import Assignment
 from replicator.core.checkpoint import (
     WATERMARK_SHARD_ID,
     ShardCheckpoint,
@@ -154,7 +155,8 @@ class DynamoActiveRegion:
         self.table = table
         self.calls = 0
 
-    def active_region(self, stream: str) -> str:
+    def assignment(self, stream: str, *, not_before_ms: int | None = None) -> Assignment:
+        """Always a fresh, consistent read, so any ``not_before_ms`` is met."""
         try:
             self.calls += 1
             item = self.client.get_item(
@@ -164,14 +166,32 @@ class DynamoActiveRegion:
             raise ActiveRegionLookupError(
                 f"{self.table}: lookup of {stream!r} failed: {exc}"
             ) from exc
-        region = (item or {}).get("activeRegion", {}).get("S")
+        item = item or {}
+        region = item.get("activeRegion", {}).get("S")
         if not region:
             raise ActiveRegionLookupError(f"{self.table}: no activeRegion for stream {stream!r}")
-        return region
+        since = item.get("activeSinceMs", {}).get("N")
+        previous = item.get("previousRegion", {}).get("S")
+        return Assignment(region, int(since) if since else None, previous)
+
+    def active_region(self, stream: str) -> str:
+        return self.assignment(stream).region
 
 
-def set_active_region(client: Any, table: str, stream: str, region: str) -> None:
-    """Switch the active region (failover); used by tests and operators."""
-    client.put_item(
-        TableName=table, Item={"streamName": {"S": stream}, "activeRegion": {"S": region}}
-    )
+def set_active_region(
+    client: Any,
+    table: str,
+    stream: str,
+    region: str,
+    *,
+    since_ms: int | None = None,
+    previous_region: str | None = None,
+) -> None:
+    """Switch the active region (failover). With ``since_ms`` and ``previous_region`` the
+    handover is lossless (see :mod:`replicator.core.active`); without, it is the seed's switch."""
+    item = {"streamName": {"S": stream}, "activeRegion": {"S": region}}
+    if since_ms is not None:
+        item["activeSinceMs"] = {"N": str(since_ms)}
+    if previous_region is not None:
+        item["previousRegion"] = {"S": previous_region}
+    client.put_item(TableName=table, Item=item)

@@ -1,4 +1,25 @@
-"""Which region is active for a stream: the seed's table ``{"streamName", "activeRegion"}``.
+"""Which region is active for a stream, and since when.
+
+The seed's table holds ``{"streamName", "activeRegion"}``. A switch (failover) may add
+``activeSinceMs`` (epoch ms) and ``previousRegion``; together they make the handover lossless:
+
+- the previous region keeps copying the records that *arrived* in its stream before
+  ``activeSinceMs`` (they were written while it was active) and stands down for later ones;
+- the new region stands down for records that arrived in its stream before ``activeSinceMs``
+  (copies from the previous region) and copies the ones after.
+
+So nothing written before the switch is acknowledged uncopied, and a record never travels
+back and forth: the previous region's late copies that land in the new region after the switch
+are sent back once (bounded duplicates, counted by verify), and the previous region stands down
+for them. Without the two attributes (the seed's item) the switch takes effect at once.
+Arrival times are the streams' ``ApproximateArrivalTimestamp``; ``activeSinceMs`` should come from
+a clock in step with them (on AWS, any NTP-synchronised host).
+
+A cached answer may say "stand down" only for records that arrived before it was read: a record
+that arrived later might belong to a switch the cache has not seen, so the batch asks again
+(``not_before_ms``). Copying on a stale answer is safe (at worst a duplicate); standing down on
+one would acknowledge a record uncopied. Steady copying therefore keeps its cache, and only a
+standing-by replicator looks the table up once per batch, as the seed did.
 
 A lookup failure raises ActiveRegionLookupError and the batch fails (it is retried, never
 acknowledged uncopied). :class:`CachedActiveRegion` keeps an answer for at most ``ttl_s``
@@ -9,45 +30,90 @@ Failures are never cached.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The active region of a stream and, after a switch, when it began and who was before."""
+
+    region: str
+    since_ms: int | None = None
+    previous_region: str | None = None
+    read_at_ms: int | None = None  # wall-clock time of the lookup (None: read just now)
+
+    def copies(self, this_region: str, arrival_ms: int | None) -> bool:
+        """Whether the replicator in ``this_region`` copies a record that arrived at ``arrival_ms``."""
+        if self.since_ms is None or arrival_ms is None:
+            return self.region == this_region
+        if self.region == this_region:
+            return arrival_ms >= self.since_ms
+        return self.previous_region == this_region and arrival_ms < self.since_ms
+
+
 class ActiveRegionLookup(Protocol):
-    def active_region(self, stream: str) -> str: ...
+    def assignment(self, stream: str, *, not_before_ms: int | None = None) -> Assignment:
+        """The stream's assignment, read no earlier than ``not_before_ms`` (wall clock)."""
+        ...
 
 
 class CachedActiveRegion:
     def __init__(
-        self, lookup: ActiveRegionLookup, ttl_s: float, clock: Callable[[], float]
+        self,
+        lookup: ActiveRegionLookup,
+        ttl_s: float,
+        clock: Callable[[], float],
+        wall_clock_ms: Callable[[], int] | None = None,
     ) -> None:
         if ttl_s < 0:
             raise ValueError("ttl_s must be >= 0")
         self.lookup = lookup
         self.ttl_s = ttl_s
         self.clock = clock
-        self._cache: dict[str, tuple[str, float]] = {}
+        self.wall_clock_ms = wall_clock_ms
+        self._cache: dict[str, tuple[Assignment, float]] = {}
 
-    def active_region(self, stream: str) -> str:
+    def assignment(self, stream: str, *, not_before_ms: int | None = None) -> Assignment:
         now = self.clock()
         hit = self._cache.get(stream)
         if hit is not None and now - hit[1] < self.ttl_s:
-            return hit[0]
-        region = self.lookup.active_region(stream)  # raises ActiveRegionLookupError
-        self._cache[stream] = (region, now)
-        return region
+            read_at = hit[0].read_at_ms
+            if not_before_ms is None or read_at is None or read_at >= not_before_ms:
+                return hit[0]
+        read_at_ms = self.wall_clock_ms() if self.wall_clock_ms else None
+        found = self.lookup.assignment(stream)  # raises ActiveRegionLookupError
+        found = Assignment(found.region, found.since_ms, found.previous_region, read_at_ms)
+        self._cache[stream] = (found, now)
+        return found
+
+    def active_region(self, stream: str) -> str:
+        return self.assignment(stream).region
 
 
 class StaticActiveRegion:
     """A fixed answer, or an exception to raise (tests)."""
 
-    def __init__(self, region: str | None = None, error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        region: str | None = None,
+        error: Exception | None = None,
+        *,
+        since_ms: int | None = None,
+        previous_region: str | None = None,
+    ) -> None:
         self.region = region
         self.error = error
+        self.since_ms = since_ms
+        self.previous_region = previous_region
         self.calls = 0
 
-    def active_region(self, stream: str) -> str:
+    def assignment(self, stream: str, *, not_before_ms: int | None = None) -> Assignment:
         self.calls += 1
         if self.error is not None:
             raise self.error
         assert self.region is not None
-        return self.region
+        return Assignment(self.region, self.since_ms, self.previous_region)
+
+    def active_region(self, stream: str) -> str:
+        return self.assignment(stream).region

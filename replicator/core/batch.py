@@ -6,6 +6,9 @@ unconditional checkpoint per record and made two AWS calls per record. Here:
 - lookup failure: the batch FAILS from its first record (retried, never acknowledged uncopied);
 - not active here: the batch is acknowledged without copying (logged once per batch), and the
   checkpoint position moves so that taking over later starts where this stream stands;
+- a switch with a handover time (:mod:`replicator.core.active`): records that arrived before
+  it belong to the previous region, later ones to the new one, so a switch mid-run neither
+  drops the records still in flight nor sends them round in a loop;
 - active: one PutRecords per up to 500 records through :class:`PutRecordsSender`; records that
   can never be written go to the dead-letter sink with their full data and the reason; the
   checkpoint advances (one conditional write) over the acknowledged prefix only, and anything
@@ -19,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from replicator.core.active import ActiveRegionLookup
+from replicator.core.active import ActiveRegionLookup, Assignment
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.metrics import Metrics
 from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender
@@ -116,17 +119,94 @@ class ShardReplicator:
         m.add("records_in", len(records))
         if not records:
             return BatchResult(BatchStatus.REPLICATED, 0, None)
+        assignment = self._lookup(shard_id, records, None)
+        if isinstance(assignment, BatchResult):
+            return assignment
+        flags = [assignment.copies(self.source_region, r.arrival_ms) for r in records]
+        newest = max((r.arrival_ms for r in records if r.arrival_ms is not None), default=None)
+        if (
+            not all(flags)
+            and assignment.read_at_ms is not None
+            and newest is not None
+            and newest > assignment.read_at_ms
+        ):
+            # Never stand down on an answer older than the records: a switch may be unseen.
+            assignment = self._lookup(shard_id, records, newest)
+            if isinstance(assignment, BatchResult):
+                return assignment
+            flags = [assignment.copies(self.source_region, r.arrival_ms) for r in records]
+        runs = _runs(flags)
+        if len(runs) == 1:
+            if runs[0][0]:
+                return self._copy(shard_id, records, tip_read_at_ms, shard_end)
+            return self._stand_down(shard_id, records, assignment.region, shard_end)
+        return self._handover(shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end)
+
+    def _lookup(
+        self, shard_id: str, records: Sequence[SourceRecord], not_before_ms: int | None
+    ) -> Assignment | BatchResult:
+        """The assignment, or the FAILED result when it cannot be read (never acknowledged)."""
+        m = self.metrics
         try:
             m.add("active_region_lookups")
-            active = self.active.active_region(self.stream)
+            return self.active.assignment(self.stream, not_before_ms=not_before_ms)
         except ActiveRegionLookupError as exc:
             m.add("lookup_failures")
             m.add("failed_batches")
             self.log("lookup_failed", shard_id=shard_id, error=str(exc), records=len(records))
             return BatchResult(BatchStatus.FAILED, 0, records[0].sequence_number, error=str(exc))
-        if active != self.source_region:
-            return self._stand_down(shard_id, records, active, shard_end)
 
+    def _handover(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        runs: list[tuple[bool, int, int]],
+        active: str,
+        tip_read_at_ms: int | None,
+        shard_end: bool,
+    ) -> BatchResult:
+        """A batch that straddles an active-region switch: copy the records this region owns,
+        stand down for the others, in stream order. A stand-down run writes its checkpoint
+        only when it ends the batch (a later copy run's checkpoint covers it), so such a batch
+        writes at most one checkpoint per copy run plus one."""
+        self.log("handover", shard_id=shard_id, records=len(records), runs=len(runs))
+        acked = 0
+        last: BatchResult | None = None
+        for index, (copy, start, end) in enumerate(runs):
+            final = index == len(runs) - 1
+            part = records[start:end]
+            if copy:
+                result = self._copy(
+                    shard_id, part, tip_read_at_ms if final else None, shard_end and final
+                )
+            else:
+                result = self._stand_down(shard_id, part, active, shard_end and final, write=final)
+            if result.status in (BatchStatus.FAILED, BatchStatus.PARTIAL):
+                if acked == 0:
+                    return result
+                return BatchResult(
+                    BatchStatus.PARTIAL,
+                    acked + result.acked,
+                    result.failed_from,
+                    result.checkpoint or (last.checkpoint if last else None),
+                    result.checkpoint_written,
+                    error=result.error,
+                )
+            acked += result.acked
+            last = result
+        assert last is not None
+        return BatchResult(
+            BatchStatus.REPLICATED, acked, None, last.checkpoint, last.checkpoint_written
+        )
+
+    def _copy(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        tip_read_at_ms: int | None,
+        shard_end: bool,
+    ) -> BatchResult:
+        m = self.metrics
         commits = [commit_ms_of(r.data) for r in records]
         m.add("no_commit_timestamp", sum(c is None for c in commits))
         entries = [
@@ -208,7 +288,13 @@ class ShardReplicator:
         return self._write(ShardCheckpoint(shard_id, sequence_number, None, wm, closed))
 
     def _stand_down(
-        self, shard_id: str, records: Sequence[SourceRecord], active: str, shard_end: bool
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        active: str,
+        shard_end: bool,
+        *,
+        write: bool = True,
     ) -> BatchResult:
         self.metrics.add("stood_down_batches")
         self.metrics.add("stood_down_records", len(records))
@@ -221,7 +307,7 @@ class ShardReplicator:
         )
         # Position only: nothing was copied, so no shard watermark is claimed.
         checkpoint = ShardCheckpoint(shard_id, records[-1].sequence_number, closed=shard_end)
-        ok = self._write(checkpoint)
+        ok = self._write(checkpoint) if write else False
         return BatchResult(BatchStatus.STOOD_DOWN, len(records), None, checkpoint, ok)
 
     def _write(self, checkpoint: ShardCheckpoint) -> bool:
@@ -236,3 +322,14 @@ class ShardReplicator:
             self.metrics.add("checkpoint_errors")
             self.log("checkpoint_failed", shard_id=checkpoint.shard_id, error=str(exc))
         return False
+
+
+def _runs(flags: Sequence[bool]) -> list[tuple[bool, int, int]]:
+    """Maximal runs of equal flags as (flag, start, end); arrival order makes a handover two."""
+    runs: list[tuple[bool, int, int]] = []
+    start = 0
+    for index in range(1, len(flags) + 1):
+        if index == len(flags) or flags[index] != flags[start]:
+            runs.append((flags[start], start, index))
+            start = index
+    return runs

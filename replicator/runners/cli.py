@@ -174,7 +174,9 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
         backoff=Backoff(max_attempts=args.max_attempts),
     )
     lookup = DynamoActiveRegion(clients.client("dynamodb", side), names.active_region_table)
-    active = CachedActiveRegion(lookup, args.active_region_ttl, time.monotonic)
+    active = CachedActiveRegion(
+        lookup, args.active_region_ttl, time.monotonic, lambda: int(time.time() * 1000)
+    )
     checkpoints = DynamoCheckpointStore(
         clients.client("dynamodb", target),
         names.checkpoint_table,

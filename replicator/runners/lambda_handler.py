@@ -64,6 +64,7 @@ def build(environ: dict[str, str], clients: Any = None) -> ShardReplicator:
             DynamoActiveRegion(clients("dynamodb", source_region), environ["ACTIVE_REGION_TABLE"]),
             float(environ.get("ACTIVE_REGION_TTL_S", "1")),
             time.monotonic,
+            lambda: int(time.time() * 1000),
         ),
         checkpoints=DynamoCheckpointStore(
             clients("dynamodb", target),
