@@ -84,7 +84,9 @@ def test_lambda_handler_imports_no_xrh() -> None:
 
 
 def _lint(path: Path) -> subprocess.CompletedProcess:
-    exe = shutil.which("cfn-lint") or str(Path(sys.executable).parent / "cfn-lint")
+    # The project's own cfn-lint (the dev extra's), not whichever one PATH finds first.
+    own = Path(sys.executable).parent / "cfn-lint"
+    exe = str(own) if own.exists() else shutil.which("cfn-lint") or "cfn-lint"
     return subprocess.run([exe, str(path)], capture_output=True, text=True)
 
 
@@ -103,5 +105,8 @@ def test_template_passes_cfn_lint() -> None:
 
 def test_cfn_lint_catches_a_planted_fault(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
-    broken.write_text(TEMPLATE.read_text().replace("Runtime: python3.12", "Runtime: python2.1"))
-    assert _lint(broken).returncode != 0
+    text = TEMPLATE.read_text()
+    assert "BillingMode: PAY_PER_REQUEST" in text
+    broken.write_text(text.replace("BillingMode: PAY_PER_REQUEST", "BillingMode: SOMETIMES"))
+    result = _lint(broken)
+    assert result.returncode != 0 and "SOMETIMES" in result.stdout
