@@ -12,14 +12,19 @@ Roles (DESIGN.md, "Ledger"):
   prefix) before they spawn, writes their ledger rows (``xrh_ledger`` messages) and on stop asks
   them (``xrh_stop``) for their final batches, waiting for all of them (bounded) before verify;
 - worker: builds producers from ``xrh_setup`` and forwards rows to the master.
+
+The master or local runner also keeps Locust's CSV stats in the run directory
+(:class:`RunStatsCsv`), whether or not ``--csv`` asked for a copy elsewhere.
 """
 
 from __future__ import annotations
 
 import atexit
+import csv
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -36,10 +41,41 @@ from xrh.errors import EXIT_UNKNOWN, EXIT_USAGE, HarnessError, UsageError
 SETUP = "xrh_setup"
 STOP = "xrh_stop"
 STOP_TIMEOUT_S = 15.0
+STATS_CSV_PREFIX = "locust"  # locust_stats.csv, _stats_history.csv, _failures.csv, _exceptions.csv
 
 
 class PartialFailure(Exception):
     """Some entries of a PutRecords request failed (shown in Locust's failures)."""
+
+
+class RunStatsCsv:
+    """Locust's CSV stats in the run directory (DESIGN.md, "Run directory"), written by
+    Locust's own :class:`~locust.stats.StatsCSVFileWriter`: its loop appends a history row
+    per request name every second while the run goes; :meth:`close` stops it and writes the
+    final totals, failures and exceptions (in a distributed run, after the workers' last
+    stats reports have reached the master)."""
+
+    def __init__(self, environment: Any, run_path: Path) -> None:
+        from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+
+        self.base = str(run_path / STATS_CSV_PREFIX)
+        self._writer = StatsCSVFileWriter(
+            environment, PERCENTILES_TO_REPORT, self.base, full_history=True
+        )
+        self._loop: Any = gevent.spawn(self._writer.stats_writer)
+
+    def close(self) -> None:
+        """Stop the history loop and write the final snapshot (idempotent)."""
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        loop.kill(block=True)
+        w = self._writer
+        w.close_files()
+        for suffix, write in (("_stats.csv", w.requests_csv), ("_failures.csv", w.failures_csv),
+                              ("_exceptions.csv", w.exceptions_csv)):  # fmt: skip
+            with open(self.base + suffix, "w") as handle:  # as Locust's own writer opens them
+                write(csv.writer(handle))
 
 
 @dataclass
@@ -52,6 +88,7 @@ class Node:
     context: LoadContext | None = None
     forwarder: LedgerForwarder | None = None
     flusher: Any = None
+    stats_csv: RunStatsCsv | None = None
     exit_code: int | None = None
     error: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -69,6 +106,14 @@ class Node:
             request_type="kinesis", name="PutRecords", response_time=ms,
             response_length=n, exception=exc, context={},
         )  # fmt: skip
+
+    def close_stats_csv(self) -> None:
+        stats, self.stats_csv = self.stats_csv, None
+        if stats is not None:
+            try:
+                stats.close()
+            except OSError as exc:  # the run's verdict stands; say what is missing
+                self.say(f"could not write Locust's CSV stats to {stats.base}_*.csv: {exc}")
 
     def pool_size(self) -> int:
         users = getattr(self.environment.parsed_options, "num_users", None) or 10
@@ -241,6 +286,10 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         _abort(node, f"could not start the run: {type(exc).__name__}: {exc}", EXIT_UNKNOWN)
         return
     node.exit_code = None
+    try:
+        node.stats_csv = RunStatsCsv(environment, state.run.path)
+    except OSError as exc:
+        node.say(f"could not open Locust's CSV stats in {state.run.path}: {exc}")
     if isinstance(runner, MasterRunner):
         workers = [client.id for client in runner.clients.all]
         state.collector.expect(workers)
@@ -258,6 +307,7 @@ def _abort(node: Node, message: str, code: int) -> None:
     node.say(message)
     node.error = message
     node.exit_code = code
+    node.close_stats_csv()
     if node.orchestrator is not None:
         node.orchestrator.abort(message)
     gevent.spawn(node.environment.runner.quit)
@@ -288,6 +338,7 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         orch.abort(str(exc))
     finally:
         node.context = None
+        node.close_stats_csv()
 
 
 def _collect_final_batches(node: Node, runner: Any) -> bool:
@@ -370,6 +421,7 @@ def _on_quitting(environment: Any, **_: Any) -> None:
             environment.runner.stop()
         except Exception as exc:  # noqa: BLE001 - whatever happens, clean up below
             node.say(f"stopping the runner failed: {exc}")
+    node.close_stats_csv()
     if orch is not None:
         orch.close()
     if node.exit_code is not None:

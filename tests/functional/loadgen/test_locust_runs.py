@@ -7,6 +7,7 @@ that group is left running (endpoint servers, the replicator), and kills it if s
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -69,6 +70,30 @@ def report(cwd: Path) -> dict:
     return json.loads((cwd / "runs" / "latest" / "report.json").read_text())
 
 
+def stats_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_locust_csvs(base: Path, acknowledged: int, *, full_history: bool = True) -> None:
+    """Locust's CSV stats: the PutRecords row counts the requests that carried the records."""
+    for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", "_exceptions.csv"):
+        assert Path(f"{base}{suffix}").is_file(), f"{base}{suffix} missing"
+    rows = stats_rows(Path(f"{base}_stats.csv"))
+    put = [r for r in rows if r["Type"] == "kinesis" and r["Name"] == "PutRecords"]
+    assert len(put) == 1, rows
+    requests, failures = int(put[0]["Request Count"]), int(put[0]["Failure Count"])
+    # At most 500 records per request, and (linger) at least one: the count is the real one.
+    assert acknowledged / 500 <= requests - failures <= acknowledged
+    assert failures <= requests // 10  # a request cut off as the run stops is one
+    assert any(r["Name"] == "Aggregated" for r in rows)
+    history = stats_rows(Path(f"{base}_stats_history.csv"))
+    name = "PutRecords" if full_history else "Aggregated"  # --csv alone: totals only
+    assert any(r["Name"] == name and int(r["Total Request Count"]) > 0 for r in history)
+    failed = stats_rows(Path(f"{base}_failures.csv"))
+    assert sum(int(r["Occurrences"]) for r in failed) == failures
+
+
 def test_headless_run_ends_valid(tmp_path: Path):
     code, out, err = run_locust(
         tmp_path, "--headless", "-u", "10", "-r", "10", "-t", "10s", "--only-summary", "--seed", "7"
@@ -81,12 +106,13 @@ def test_headless_run_ends_valid(tmp_path: Path):
     assert (tmp_path / "runs" / "latest" / "ledger.sqlite").exists()
     assert "verdict: valid" in out
     assert not (tmp_path / "runs" / "latest" / "endpoints.json").exists()
+    assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
 
 
 def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Path):
     code, out, err = run_locust(
         tmp_path, "--headless", "-u", "4", "-r", "4", "-t", "4s", "--only-summary",
-        "--replicator", "external", "--verify-timeout", "30",
+        "--replicator", "external", "--verify-timeout", "30", "--csv", "mine/user",
     )  # fmt: skip
     assert code == 1, err[-3000:]
     rep = report(tmp_path)
@@ -94,6 +120,11 @@ def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Pat
     lost = rep["anomalies"]["lost"]
     assert lost["count"] == rep["counts"]["acknowledged"] > 0
     assert lost["examples"] and "trace" in json.dumps(lost["examples"][0])
+    # The run directory keeps its CSVs, and --csv still writes the user's own set too.
+    assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
+    assert_locust_csvs(
+        tmp_path / "mine" / "user", rep["counts"]["acknowledged"], full_history=False
+    )
 
 
 def test_template_error_stops_before_any_load(tmp_path: Path):
@@ -141,5 +172,7 @@ def test_distributed_run_master_and_two_workers_ends_valid(tmp_path: Path):
     assert rep["counts"]["acknowledged"] >= 2000
     assert "2 worker(s) set up" in err
     assert "missing final batches" not in err
+    # The master writes the CSVs with the workers' stats in them.
+    assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
     for worker in workers:
         assert worker.returncode == 0
