@@ -47,41 +47,71 @@ def _clean(example: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in example.items() if v is not None}
 
 
+_TALLY = """
+SELECT
+  COALESCE(SUM(l_status = 'ok' AND t_n IS NULL), 0) AS acked_missing,
+  COALESCE(SUM(l_status = 'ok' AND t_n IS NULL AND s_n IS NULL), 0) AS acked_not_in_source,
+  COALESCE(SUM(s_n IS NOT NULL AND t_n IS NULL AND l_status IS NOT 'ok'), 0) AS source_only,
+  COALESCE(SUM(t_n IS NOT NULL AND s_n IS NULL AND l_status IS NULL), 0) AS phantom,
+  COALESCE(SUM(t_n > MAX(COALESCE(s_n, 1), 1)), 0) AS duplicated,
+  COALESCE(SUM(MAX(t_n - MAX(COALESCE(s_n, 1), 1), 0)), 0) AS extra_copies,
+  COALESCE(SUM(s_n > 1), 0) AS source_duplicated,
+  COALESCE(SUM(s_n - 1), 0) AS source_extra,
+  COALESCE(SUM(t_n > 1), 0) AS target_duplicated,
+  COALESCE(SUM(s_n IS NOT NULL AND t_n IS NOT NULL
+               AND (t_diff OR s_diff OR t_dhash != s_dhash OR t_pk != s_pk)), 0) AS diverged,
+  COALESCE(SUM(l_status = 'ok'), 0) AS acknowledged,
+  COALESCE(SUM(l_status = 'fail'), 0) AS failed,
+  COALESCE(SUM(l_status = 'unknown'), 0) AS unknown,
+  COALESCE(SUM(s_n), 0) AS source_records,
+  COALESCE(SUM(t_n), 0) AS target_records,
+  MIN(CASE WHEN t_n IS NULL AND s_n IS NOT NULL THEN s_commit END) AS oldest_missing_source,
+  MIN(CASE WHEN t_n IS NULL AND l_status = 'ok' THEN l_commit END) AS oldest_missing_acked,
+  MAX(s_commit) AS newest_commit
+FROM ids
+"""
+
+
+def tally(db: sqlite3.Connection) -> dict[str, Any]:
+    """Every count the checks report, in one scan of ``ids``; the checks run their own
+    (filtered) queries only for examples, and only when there is something to show."""
+    return _rows(db, _TALLY)[0]
+
+
 def has_ledger(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT EXISTS (SELECT 1 FROM led_id)").fetchone()[0] == 1
+    return db.execute("SELECT EXISTS (SELECT 1 FROM ids WHERE l_status IS NOT NULL)").fetchone()[0]
 
 
-def check_lost(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
+def check_lost(
+    db: sqlite3.Connection, limit: int = EXAMPLES, tallied: dict[str, Any] | None = None
+) -> Anomaly:
     """Acknowledged (or in the source) and not in the target. Dead-lettered ones say why."""
-    acked_missing = """
-        FROM led_id l LEFT JOIN src_id s ON s.ident = l.ident
-        WHERE l.status = 'ok' AND NOT EXISTS (SELECT 1 FROM tgt_id t WHERE t.ident = l.ident)"""
-    source_missing = """
-        FROM src_id s LEFT JOIN led_id l ON l.ident = s.ident
-        WHERE (l.status IS NULL OR l.status != 'ok')
-          AND NOT EXISTS (SELECT 1 FROM tgt_id t WHERE t.ident = s.ident)"""
-    n_acked, n_not_in_source = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(s.ident IS NULL), 0) {acked_missing}"
-    ).fetchone()
-    n_source_only = db.execute(f"SELECT COUNT(*) {source_missing}").fetchone()[0]
-    dead = "(SELECT reason FROM dead_letters d WHERE d.ident = {0}.ident LIMIT 1)"
-    examples = _rows(
-        db,
-        f"""SELECT l.trace, COALESCE(s.key, l.key) AS key, COALESCE(s.pk, l.pk) AS partition_key,
-                   COALESCE(s.shard, l.shard_id) AS source_shard,
-                   COALESCE(s.seq, l.seq) AS source_sequence_number,
-                   l.status AS ledger_status, s.ident IS NOT NULL AS in_source,
-                   {dead.format("l")} AS dead_letter_reason
-            {acked_missing} ORDER BY COALESCE(s.ord, l.seq) LIMIT ?""",
-        (limit,),
-    )
-    if len(examples) < limit:
+    t = tallied or tally(db)
+    n_acked, n_not_in_source = t["acked_missing"], t["acked_not_in_source"]
+    n_source_only = t["source_only"]
+    dead = "(SELECT reason FROM dead_letters d WHERE d.ident = ids.ident LIMIT 1)"
+    examples: list[dict[str, Any]] = []
+    if n_acked:
+        examples = _rows(
+            db,
+            f"""SELECT trace, COALESCE(key, l_key) AS key,
+                       COALESCE(s_pk, l_pk) AS partition_key,
+                       COALESCE(s_shard, l_shard) AS source_shard,
+                       COALESCE(s_seq, l_seq) AS source_sequence_number,
+                       l_status AS ledger_status, s_n IS NOT NULL AS in_source,
+                       {dead} AS dead_letter_reason
+                FROM ids WHERE l_status = 'ok' AND t_n IS NULL
+                ORDER BY COALESCE(s_ord, l_seq) LIMIT ?""",
+            (limit,),
+        )
+    if n_source_only and len(examples) < limit:
         examples += _rows(
             db,
-            f"""SELECT s.trace, s.key, s.pk AS partition_key, s.shard AS source_shard,
-                       s.seq AS source_sequence_number, l.status AS ledger_status,
-                       1 AS in_source, {dead.format("s")} AS dead_letter_reason
-                {source_missing} ORDER BY s.ord LIMIT ?""",
+            f"""SELECT trace, key, s_pk AS partition_key, s_shard AS source_shard,
+                       s_seq AS source_sequence_number, l_status AS ledger_status,
+                       1 AS in_source, {dead} AS dead_letter_reason
+                FROM ids WHERE s_n IS NOT NULL AND t_n IS NULL AND l_status IS NOT 'ok'
+                ORDER BY s_ord LIMIT ?""",
             (limit - len(examples),),
         )
     for example in examples:
@@ -99,36 +129,40 @@ def check_lost(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
     )
 
 
-def check_phantom(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
-    where = """FROM tgt_id t WHERE NOT EXISTS (SELECT 1 FROM src_id s WHERE s.ident = t.ident)
-               AND NOT EXISTS (SELECT 1 FROM led_id l WHERE l.ident = t.ident)"""
-    count = db.execute(f"SELECT COUNT(*) {where}").fetchone()[0]
-    examples = _rows(
-        db,
-        f"""SELECT t.trace, t.key, t.pk AS partition_key, t.shard AS target_shard,
-                   t.seq AS target_sequence_number, t.n AS copies
-            {where} ORDER BY t.ord LIMIT ?""",
-        (limit,),
-    )
+def check_phantom(
+    db: sqlite3.Connection, limit: int = EXAMPLES, tallied: dict[str, Any] | None = None
+) -> Anomaly:
+    count = (tallied or tally(db))["phantom"]
+    examples = []
+    if count:
+        examples = _rows(
+            db,
+            """SELECT trace, key, t_pk AS partition_key, t_shard AS target_shard,
+                      t_seq AS target_sequence_number, t_n AS copies
+               FROM ids WHERE t_n IS NOT NULL AND s_n IS NULL AND l_status IS NULL
+               ORDER BY t_ord LIMIT ?""",
+            (limit,),
+        )
     return Anomaly("phantom", count, tuple(_clean(e) for e in examples))
 
 
-def check_duplicated(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
+def check_duplicated(
+    db: sqlite3.Connection, limit: int = EXAMPLES, tallied: dict[str, Any] | None = None
+) -> Anomaly:
     """Records with more target copies than source copies; the count is of records, the total
     of extra copies is in the details (with producer-side duplicates in the source)."""
-    where = """FROM tgt_id t LEFT JOIN src_id s ON s.ident = t.ident
-               WHERE t.n > MAX(COALESCE(s.n, 1), 1)"""
-    count, extra = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM(t.n - MAX(COALESCE(s.n, 1), 1)), 0) {where}"
-    ).fetchone()
-    examples = _rows(
-        db,
-        f"""SELECT t.trace, t.key, t.pk AS partition_key, t.n AS target_copies,
-                   COALESCE(s.n, 0) AS source_copies, s.shard AS source_shard,
-                   s.seq AS source_sequence_number, t.ident
-            {where} ORDER BY t.ord LIMIT ?""",
-        (limit,),
-    )
+    t = tallied or tally(db)
+    count = t["duplicated"]
+    examples = []
+    if count:
+        examples = _rows(
+            db,
+            """SELECT trace, key, t_pk AS partition_key, t_n AS target_copies,
+                      COALESCE(s_n, 0) AS source_copies, s_shard AS source_shard,
+                      s_seq AS source_sequence_number, ident
+               FROM ids WHERE t_n > MAX(COALESCE(s_n, 1), 1) ORDER BY t_ord LIMIT ?""",
+            (limit,),
+        )
     if examples:  # one scan of the copies for all examples (no index on tgt.ident)
         idents = [e.pop("ident") for e in examples]
         copies = dict(
@@ -140,58 +174,60 @@ def check_duplicated(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
         )
         for ident, example in zip(idents, examples, strict=True):
             example["target_copies_at"] = copies.get(ident)
-    source_dupes, source_extra = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(n - 1), 0) FROM src_id WHERE n > 1"
-    ).fetchone()
     return Anomaly(
         "duplicated",
         count,
         tuple(_clean(e) for e in examples),
         {
-            "extra_copies": extra,
-            "source_duplicated_records": source_dupes,
-            "source_extra_copies": source_extra,
+            "extra_copies": t["extra_copies"],
+            "source_duplicated_records": t["source_duplicated"],
+            "source_extra_copies": t["source_extra"],
         },
     )
 
 
-def check_diverged(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
-    where = """FROM tgt_id t JOIN src_id s ON s.ident = t.ident
-               WHERE t.diff OR s.diff OR t.dhash != s.dhash OR t.pk != s.pk"""
-    count = db.execute(f"SELECT COUNT(*) {where}").fetchone()[0]
-    examples = _rows(
-        db,
-        f"""SELECT s.trace, s.key, s.pk AS source_partition_key, t.pk AS target_partition_key,
-                   s.shard AS source_shard, s.seq AS source_sequence_number,
-                   t.shard AS target_shard, t.seq AS target_sequence_number,
-                   CASE WHEN t.pk != s.pk THEN 'partition key differs'
-                        WHEN t.diff OR s.diff THEN 'copies differ among themselves'
-                        ELSE 'data differs' END AS difference
-            {where} ORDER BY s.ord LIMIT ?""",
-        (limit,),
-    )
+def check_diverged(
+    db: sqlite3.Connection, limit: int = EXAMPLES, tallied: dict[str, Any] | None = None
+) -> Anomaly:
+    count = (tallied or tally(db))["diverged"]
+    examples = []
+    if count:
+        examples = _rows(
+            db,
+            """SELECT trace, key, s_pk AS source_partition_key, t_pk AS target_partition_key,
+                      s_shard AS source_shard, s_seq AS source_sequence_number,
+                      t_shard AS target_shard, t_seq AS target_sequence_number,
+                      CASE WHEN t_pk != s_pk THEN 'partition key differs'
+                           WHEN t_diff OR s_diff THEN 'copies differ among themselves'
+                           ELSE 'data differs' END AS difference
+               FROM ids WHERE s_n IS NOT NULL AND t_n IS NOT NULL
+                 AND (t_diff OR s_diff OR t_dhash != s_dhash OR t_pk != s_pk)
+               ORDER BY s_ord LIMIT ?""",
+            (limit,),
+        )
     return Anomaly("diverged", count, tuple(_clean(e) for e in examples))
 
 
+# Rows come from the index ids_order already in (key, last copy) order: no sort.
 _REORDER = """
     WITH w AS (
-        SELECT t.pk, t.last_ord AS tord, s.ord AS sord, t.ident,
-               MAX(s.ord) OVER (PARTITION BY t.pk ORDER BY t.last_ord
+        SELECT t_pk AS pk, t_last_ord AS tord, s_ord AS sord, ident,
+               MAX(s_ord) OVER (PARTITION BY t_pk ORDER BY t_last_ord
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_max
-        FROM tgt_id t JOIN src_id s ON s.ident = t.ident)
+        FROM ids INDEXED BY ids_order WHERE s_n IS NOT NULL AND t_n IS NOT NULL)
     SELECT {select} FROM w WHERE prev_max > sord
 """
 # First-arrival inversions that the last copies put right (the resend rule at work): only keys
 # with a duplicated target record can have one, so only those are windowed.
 _HEALED = """
     WITH w AS (
-        SELECT s.ord AS sord,
-               MAX(s.ord) OVER (PARTITION BY t.pk ORDER BY t.ord
+        SELECT s_ord AS sord,
+               MAX(s_ord) OVER (PARTITION BY t_pk ORDER BY t_ord
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS first_max,
-               MAX(s.ord) OVER (PARTITION BY t.pk ORDER BY t.last_ord
+               MAX(s_ord) OVER (PARTITION BY t_pk ORDER BY t_last_ord
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS last_max
-        FROM tgt_id t JOIN src_id s ON s.ident = t.ident
-        WHERE t.pk IN (SELECT pk FROM tgt_id WHERE n > 1))
+        FROM ids WHERE s_n IS NOT NULL AND t_n IS NOT NULL
+          AND t_pk IN (SELECT t_pk FROM ids WHERE t_n > 1))
     SELECT COUNT(*) FROM w WHERE first_max > sord AND NOT COALESCE(last_max > sord, 0)
 """
 
@@ -199,30 +235,35 @@ _HEALED = """
 def _side(db: sqlite3.Connection, ident: int) -> dict[str, Any]:
     return _rows(
         db,
-        """SELECT s.trace, s.shard AS source_shard, s.seq AS source_sequence_number,
-                  t.last_shard AS target_shard, t.last_seq AS target_sequence_number
-           FROM src_id s JOIN tgt_id t ON t.ident = s.ident WHERE s.ident = ?""",
+        """SELECT trace, s_shard AS source_shard, s_seq AS source_sequence_number,
+                  t_last_shard AS target_shard, t_last_seq AS target_sequence_number
+           FROM ids WHERE ident = ?""",
         (ident,),
     )[0]
 
 
-def check_reordered(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
+def check_reordered(
+    db: sqlite3.Connection, limit: int = EXAMPLES, tallied: dict[str, Any] | None = None
+) -> Anomaly:
     """Per partition key: a record whose last target copy came after the last copy of a record
     the source holds later. Resends (a2, a1, a2) are fine: duplicates are allowed, and the last
     copies are in source order; a stale final state (a1, a2, a1) is not. Each example names
     the record and the one that overtook it, at their last target copies."""
     count = db.execute(_REORDER.format(select="COUNT(*)")).fetchone()[0]
     examples = []
-    rows = db.execute(
-        _REORDER.format(select="pk, tord, sord, ident") + " ORDER BY tord LIMIT ?", (limit,)
-    ).fetchall()
+    rows = []
+    if count:
+        rows = db.execute(
+            _REORDER.format(select="pk, tord, sord, ident") + " ORDER BY tord LIMIT ?", (limit,)
+        ).fetchall()
     for pk, tord, sord, ident in rows:
         overtaker = db.execute(
-            """SELECT t.ident FROM tgt_id t JOIN src_id s ON s.ident = t.ident
-               WHERE t.pk = ? AND t.last_ord < ? AND s.ord > ? ORDER BY t.last_ord LIMIT 1""",
+            """SELECT ident FROM ids INDEXED BY ids_order
+               WHERE t_pk = ? AND t_last_ord < ? AND s_ord > ?
+                 AND s_n IS NOT NULL AND t_n IS NOT NULL ORDER BY t_last_ord LIMIT 1""",
             (pk, tord, sord),
         ).fetchone()[0]
-        key = db.execute("SELECT key FROM src_id WHERE ident = ?", (ident,)).fetchone()[0]
+        key = db.execute("SELECT key FROM ids WHERE ident = ?", (ident,)).fetchone()[0]
         record, other = _side(db, ident), _side(db, overtaker)
         examples.append(
             _clean(
@@ -241,7 +282,8 @@ def check_reordered(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
             )
         )
     healed = 0
-    if db.execute("SELECT EXISTS (SELECT 1 FROM tgt_id WHERE n > 1)").fetchone()[0]:
+    t = tallied or tally(db)
+    if t["target_duplicated"]:
         healed = db.execute(_HEALED).fetchone()[0]
     return Anomaly("reordered", count, tuple(examples), {"healed_by_later_copy": healed})
 
@@ -251,31 +293,20 @@ def check_stale_stream() -> Anomaly:
     return Anomaly("stale", 0, (), {"applies": False})
 
 
-def counts(db: sqlite3.Connection) -> dict[str, int]:
-    by_status = dict(db.execute("SELECT status, COUNT(*) FROM led_id GROUP BY status").fetchall())
-    return {
-        "acknowledged": by_status.get("ok", 0),
-        "failed": by_status.get("fail", 0),
-        "unknown": by_status.get("unknown", 0),
-        "source_records": db.execute("SELECT COALESCE(SUM(n), 0) FROM src_id").fetchone()[0],
-        "target_records": db.execute("SELECT COALESCE(SUM(n), 0) FROM tgt_id").fetchone()[0],
-    }
+def counts(db: sqlite3.Connection, tallied: dict[str, Any] | None = None) -> dict[str, int]:
+    t = tallied or tally(db)
+    names = ("acknowledged", "failed", "unknown", "source_records", "target_records")
+    return {name: t[name] for name in names}
 
 
-def verified_watermark(db: sqlite3.Connection) -> int | None:
+def verified_watermark(db: sqlite3.Connection, tallied: dict[str, Any] | None = None) -> int | None:
     """The largest commit timestamp W such that every source (or acknowledged) record with
     commit timestamp <= W is in the target: just below the oldest missing record."""
-    oldest_missing = db.execute(
-        """SELECT MIN(c) FROM (
-             SELECT s.commit_ts AS c FROM src_id s
-               WHERE NOT EXISTS (SELECT 1 FROM tgt_id t WHERE t.ident = s.ident)
-             UNION ALL
-             SELECT l.commit_ts FROM led_id l WHERE l.status = 'ok'
-               AND NOT EXISTS (SELECT 1 FROM tgt_id t WHERE t.ident = l.ident))"""
-    ).fetchone()[0]
-    if oldest_missing is not None:
-        return int(oldest_missing) - 1
-    newest = db.execute("SELECT MAX(commit_ts) FROM src_id").fetchone()[0]
+    t = tallied or tally(db)
+    missing = [m for m in (t["oldest_missing_source"], t["oldest_missing_acked"]) if m is not None]
+    if missing:
+        return int(min(missing)) - 1
+    newest = t["newest_commit"]
     return None if newest is None else int(newest)
 
 

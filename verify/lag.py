@@ -1,6 +1,7 @@
 """Replication lag: target first arrival minus source arrival (and minus commit timestamp),
-as nearest-rank percentiles overall and per source shard, and over time; plus produced versus
-replicated rate. All in SQL window functions over ``src_id`` / ``tgt_id``."""
+as nearest-rank percentiles overall and per source shard, and over time (by source arrival);
+plus produced versus replicated rate (copies by their arrival). All from the small histogram
+tables the store fills while reading, so the cost does not grow with the run."""
 
 from __future__ import annotations
 
@@ -24,9 +25,6 @@ class LagResult:
     bucket_ms: int = 1000
 
 
-_JOIN = "FROM src_id s JOIN tgt_id t ON t.ident = s.ident"
-
-
 def _ranks(n: int) -> list[tuple[str, int]]:
     return [(name, max(1, -(-n * int(q * 100) // 100))) for name, q in QUANTILES]
 
@@ -44,20 +42,15 @@ def _stream_percentiles(rows: Any, n: int) -> dict[str, int | None]:
     return out
 
 
-def _percentiles(db: sqlite3.Connection, expr: str) -> dict[str, int | None]:
+def _percentiles(db: sqlite3.Connection, sql: str) -> dict[str, int | None]:
     """The histogram has one row per distinct lag in ms: bounded by the lag, not the run."""
-    hist = db.execute(
-        f"SELECT {expr} AS v, COUNT(*) {_JOIN} WHERE v IS NOT NULL GROUP BY v ORDER BY v"
-    ).fetchall()
+    hist = db.execute(sql).fetchall()
     return _stream_percentiles(hist, sum(c for _, c in hist))
 
 
-def _per_shard(db: sqlite3.Connection, expr: str) -> list[dict[str, Any]]:
-    """One pass: (shard, value, count) in shard then value order, cut into shards."""
-    rows = db.execute(
-        f"""SELECT s.shard, {expr} AS v, COUNT(*) {_JOIN} WHERE v IS NOT NULL
-            GROUP BY s.shard, v ORDER BY s.shard, v"""
-    )
+def _per_shard(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The (shard, lag) histogram is stored in that order: cut it into shards."""
+    rows = db.execute("SELECT shard, v, n FROM lag_hist ORDER BY shard, v")
     out = []
     for shard, group in itertools.groupby(rows, key=lambda row: row[0]):
         hist = [(v, c) for _, v, c in group]
@@ -67,39 +60,44 @@ def _per_shard(db: sqlite3.Connection, expr: str) -> list[dict[str, Any]]:
 
 
 def _bucket_ms(span_ms: int) -> int:
+    """Whole seconds, so buckets are sums of the per-second rows kept while reading."""
     for nice in _NICE_MS:
         if span_ms / nice <= MAX_BUCKETS:
             return nice
-    return -(-span_ms // MAX_BUCKETS)
+    return -(-span_ms // (MAX_BUCKETS * 1000)) * 1000
 
 
 def compute_lag(db: sqlite3.Connection) -> LagResult:
-    lag = "t.arrival_ms - s.arrival_ms"
-    overall = _percentiles(db, lag)
-    from_commit = _percentiles(db, "t.arrival_ms - s.commit_ts")
-    per_shard = _per_shard(db, lag)
-    lo, hi = db.execute(
-        """SELECT MIN(m), MAX(m) FROM (SELECT MIN(arrival_ms) AS m FROM src_id
-           UNION ALL SELECT MAX(arrival_ms) FROM src_id UNION ALL SELECT MIN(arrival_ms) FROM tgt_id
-           UNION ALL SELECT MAX(arrival_ms) FROM tgt_id)"""
-    ).fetchone()
+    """From the histograms and per-second rows the store kept while reading (:mod:`verify.schema`):
+    no pass over the records. Buckets start on a whole second."""
+    overall = _percentiles(db, "SELECT v, SUM(n) FROM lag_hist GROUP BY v ORDER BY v")
+    from_commit = _percentiles(db, "SELECT v, n FROM commit_hist ORDER BY v")
+    per_shard = _per_shard(db)
+    lo, hi = db.execute("SELECT MIN(lo), MAX(hi) FROM rates").fetchone()
     if lo is None:
         return LagResult(overall, from_commit, per_shard)
+    lo -= lo % 1000
     bucket = _bucket_ms(int(hi - lo) + 1)
+    seconds = bucket // 1000
+    first = lo // 1000
     over_time = [
-        {"t_ms": lo + b * bucket, "records": n, "avg": round(avg, 1), "max": mx}
-        for b, n, avg, mx in db.execute(
-            f"""SELECT (s.arrival_ms - ?) / ? AS b, COUNT(*), AVG({lag}), MAX({lag})
-                {_JOIN} GROUP BY b ORDER BY b""",
-            (lo, bucket),
+        {"t_ms": lo + b * bucket, "records": n, "avg": round(total / n, 1), "max": mx}
+        for b, n, total, mx in db.execute(
+            """SELECT (sec - ?) / ? AS b, SUM(n), SUM(total), MAX(mx) FROM lag_time
+               GROUP BY b ORDER BY b""",
+            (first, seconds),
         )
     ]
-    produced = dict(
-        db.execute("SELECT (arrival_ms - ?) / ? AS b, SUM(n) FROM src_id GROUP BY b", (lo, bucket))
-    )
-    replicated = dict(
-        db.execute("SELECT (arrival_ms - ?) / ? AS b, SUM(n) FROM tgt_id GROUP BY b", (lo, bucket))
-    )
+    per_side = {
+        side: dict(
+            db.execute(
+                "SELECT (sec - ?) / ? AS b, SUM(n) FROM rates WHERE side = ? GROUP BY b",
+                (first, seconds, side),
+            )
+        )
+        for side in ("src", "tgt")
+    }
+    produced, replicated = per_side["src"], per_side["tgt"]
     rates = [
         {
             "t_ms": lo + b * bucket,

@@ -21,6 +21,7 @@ from verify.checks import (
     check_reordered,
     check_stale_stream,
     counts,
+    tally,
     verified_watermark,
 )
 from verify.lag import LagResult, compute_lag
@@ -48,13 +49,14 @@ class Decision:
 def reconcile(
     db: sqlite3.Connection, *, tolerance_ms: int = 0, limit: int = EXAMPLES
 ) -> Reconciliation:
+    tallied = tally(db)  # one scan for every count; the checks only fetch examples
     found = [
-        check_lost(db, limit),
-        check_duplicated(db, limit),
-        check_reordered(db, limit),
-        check_phantom(db, limit),
+        check_lost(db, limit, tallied),
+        check_duplicated(db, limit, tallied),
+        check_reordered(db, limit, tallied),
+        check_phantom(db, limit, tallied),
         check_stale_stream(),
-        check_diverged(db, limit),
+        check_diverged(db, limit, tallied),
         check_checkpoint_ahead(db, tolerance_ms, limit),
     ]
     anomalies = {a.kind: a for a in found}
@@ -65,10 +67,10 @@ def reconcile(
     ).fetchone()
     return Reconciliation(
         anomalies,
-        counts(db),
+        counts(db, tallied),
         compute_lag(db),
         None if claimed is None else int(claimed[0]),
-        verified_watermark(db),
+        verified_watermark(db, tallied),
     )
 
 

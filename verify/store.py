@@ -1,14 +1,11 @@
 """``verify.sqlite``: every record read from both regions, the ledger and the claims, on disk.
 
 Readers stream rows in through :class:`Store` in batches, so memory stays flat however long the
-run was. Each batch is folded into per-identity tables as it arrives (an upsert keyed by the
-64-bit identity), so the grouping work overlaps the network reads and the checks afterwards are
-joins on integer primary keys, never Python dictionaries of everything.
-
-Tables: ``src`` / ``tgt`` (every copy: identity, shard, sequence number, arrival),
-``src_id`` / ``tgt_id`` (per identity: copy count, first and last copy in stream order,
-whether copies differ), ``led_id`` (per trace: ``ok`` if any attempt was acknowledged, else ``unknown`` if any
-was, else ``fail``), ``claims``, ``dead_letters``, ``items`` (DynamoDB scans) and ``meta``.
+run was. Each batch is folded into one row per identity (an upsert keyed by the 64-bit
+identity, layout in :mod:`verify.schema`), so the grouping work, the lag histograms and the
+order index are built while the network reads go on, and the checks afterwards are single scans,
+never Python dictionaries of everything. Every copy is also kept in ``src`` / ``tgt`` (shard,
+sequence number, arrival) for examples.
 """
 
 from __future__ import annotations
@@ -19,64 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from verify.model import StoreSide, StreamRecord, identify, trace_ident
+from verify.schema import SCHEMA, UPSERT_LEDGER, UPSERT_RATES, upsert_side
 from xrh.contracts import WatermarkClaim
 
 BATCH = 5000
 POSITION_BITS = 40  # records per shard before the generation bits: 10**12
 
-_ID_COLUMNS = (
-    "ident INTEGER PRIMARY KEY, n INTEGER NOT NULL, ord INTEGER NOT NULL, trace TEXT, key TEXT, "
-    "pk TEXT NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL, commit_ts INTEGER, "
-    "arrival_ms INTEGER NOT NULL, dhash INTEGER NOT NULL, diff INTEGER NOT NULL DEFAULT 0, "
-    "last_ord INTEGER NOT NULL, last_shard TEXT NOT NULL, last_seq TEXT NOT NULL"
-)
-
-SCHEMA = f"""
-CREATE TABLE src (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
-    arrival_ms INTEGER NOT NULL);
-CREATE TABLE tgt (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
-    arrival_ms INTEGER NOT NULL);
-CREATE TABLE src_id ({_ID_COLUMNS});
-CREATE TABLE tgt_id ({_ID_COLUMNS});
-CREATE TABLE led_id (
-    ident INTEGER PRIMARY KEY, trace TEXT NOT NULL, status TEXT NOT NULL, pk TEXT, key TEXT,
-    commit_ts INTEGER, shard_id TEXT, seq TEXT, attempts INTEGER NOT NULL
-);
-CREATE TABLE claims (
-    id INTEGER PRIMARY KEY, claimed_at_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,
-    replicator_id TEXT, origin TEXT NOT NULL
-);
-CREATE TABLE dead_letters (
-    ident INTEGER, trace TEXT, pk TEXT, key TEXT, reason TEXT, location TEXT NOT NULL
-);
-CREATE TABLE items (side TEXT NOT NULL, key TEXT NOT NULL, item_hash INTEGER NOT NULL,
-    item TEXT NOT NULL);
-CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
-"""
-
-# The first copy keeps its columns (readers deliver each shard in order, parents before
-# children); later copies count, flag a difference in data or partition key, and move the
-# ``last_*`` position (the order check compares last copies).
-_UPSERT_ID = """
-INSERT INTO {name}_id (ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash,
-                       n, diff, last_ord, last_shard, last_seq)
-VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,1,0,?7,?5,?6)
-ON CONFLICT (ident) DO UPDATE SET n = n + 1,
-    diff = diff OR excluded.dhash != dhash OR excluded.pk != pk,
-    last_shard = CASE WHEN excluded.ord >= last_ord THEN excluded.shard ELSE last_shard END,
-    last_seq = CASE WHEN excluded.ord >= last_ord THEN excluded.seq ELSE last_seq END,
-    last_ord = MAX(last_ord, excluded.ord)
-"""
-_UPSERT_LEDGER = """
-INSERT INTO led_id VALUES (?,?,?,?,?,?,?,?,1)
-ON CONFLICT (ident) DO UPDATE SET attempts = attempts + 1,
-    status = CASE WHEN status = 'ok' OR excluded.status = 'ok' THEN 'ok'
-                  WHEN status = 'unknown' OR excluded.status = 'unknown' THEN 'unknown'
-                  ELSE 'fail' END,
-    shard_id = CASE WHEN excluded.status = 'ok' THEN excluded.shard_id ELSE shard_id END,
-    seq = CASE WHEN excluded.status = 'ok' THEN excluded.seq ELSE seq END,
-    commit_ts = COALESCE(commit_ts, excluded.commit_ts)
-"""
+_UPSERT = {StoreSide.SOURCE: upsert_side("s"), StoreSide.TARGET: upsert_side("t")}
 
 
 class Store:
@@ -135,11 +81,24 @@ class Store:
     def _flush(self, side: StoreSide) -> None:
         pending = self._pending[side]
         if pending:
+            per_second: dict[int, list[int]] = {}
+            for r in pending:
+                second = per_second.get(r[8] // 1000)
+                if second is None:
+                    per_second[r[8] // 1000] = [1, r[8], r[8]]
+                else:
+                    second[0] += 1
+                    second[1] = min(second[1], r[8])
+                    second[2] = max(second[2], r[8])
             with self._transaction():
-                self.db.executemany(_UPSERT_ID.format(name=side.value), pending)
+                self.db.executemany(_UPSERT[side], pending)
                 self.db.executemany(
                     f"INSERT INTO {side.value} VALUES (?,?,?,?)",
                     [(r[0], r[4], r[5], r[8]) for r in pending],
+                )
+                self.db.executemany(
+                    UPSERT_RATES,
+                    [(side.value, sec, *v) for sec, v in per_second.items()],
                 )
             pending.clear()
 
@@ -161,7 +120,7 @@ class Store:
         n = len(batch)
         if n:
             with self._transaction():
-                self.db.executemany(_UPSERT_LEDGER, batch)
+                self.db.executemany(UPSERT_LEDGER, batch)
             batch.clear()
         return n
 
@@ -231,13 +190,12 @@ class Store:
     # ------------------------------------------------------------------ building
 
     def finalize(self) -> None:
-        """Flush and build the few indexes the checks need beyond the identity keys."""
+        """Flush and index the small tables (the order index was kept up to date while reading)."""
         self.flush()
         if self.finalized:
             return
         self.db.executescript(
             """
-            CREATE INDEX IF NOT EXISTS tgt_id_pk ON tgt_id (pk, last_ord);
             CREATE INDEX IF NOT EXISTS claims_t ON claims (claimed_at_ms, watermark_ms);
             CREATE INDEX IF NOT EXISTS dead_letters_ident ON dead_letters (ident);
             """

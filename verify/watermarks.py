@@ -48,26 +48,25 @@ def _claims(db: sqlite3.Connection) -> list[Claim]:
 
 
 _IN_FLIGHT = """
-    SELECT c.id, s.ident, MIN(s.commit_ts)
-    FROM src_id s CROSS JOIN tgt_id t CROSS JOIN claims c
-    WHERE t.ident = s.ident AND s.commit_ts IS NOT NULL
-      AND t.arrival_ms - :tol > s.arrival_ms
-      AND c.claimed_at_ms >= s.arrival_ms AND c.claimed_at_ms < t.arrival_ms - :tol
-      AND c.watermark_ms >= s.commit_ts
+    SELECT c.id, s.ident, MIN(s.s_commit)
+    FROM ids s CROSS JOIN claims c
+    WHERE s.s_commit IS NOT NULL AND s.t_n IS NOT NULL
+      AND s.t_arr - :tol > s.s_arr
+      AND c.claimed_at_ms >= s.s_arr AND c.claimed_at_ms < s.t_arr - :tol
+      AND c.watermark_ms >= s.s_commit
     GROUP BY c.id
 """
 _NEVER_ARRIVED = """
-    SELECT s.ident, s.commit_ts, s.arrival_ms FROM src_id s
-    WHERE s.commit_ts IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM tgt_id t WHERE t.ident = s.ident)
-    ORDER BY s.arrival_ms
+    SELECT s.ident, s.s_commit, s.s_arr FROM ids s
+    WHERE s.s_commit IS NOT NULL AND s.s_n IS NOT NULL AND s.t_n IS NULL
+    ORDER BY s.s_arr
 """
 _LATE = """
-    FROM src_id s
-    WHERE s.commit_ts IS NOT NULL AND s.arrival_ms > s.commit_ts
+    FROM ids s
+    WHERE s.s_commit IS NOT NULL AND s.s_arr > s.s_commit
       AND EXISTS (SELECT 1 FROM claims c
-                  WHERE c.claimed_at_ms >= s.commit_ts AND c.claimed_at_ms < s.arrival_ms
-                    AND c.watermark_ms >= s.commit_ts)
+                  WHERE c.claimed_at_ms >= s.s_commit AND c.claimed_at_ms < s.s_arr
+                    AND c.watermark_ms >= s.s_commit)
 """
 
 
@@ -102,9 +101,10 @@ def check_checkpoint_ahead(
         _clean(r)
         for r in _rows(
             db,
-            f"""SELECT trace, key, pk AS partition_key, shard AS source_shard,
-                       seq AS source_sequence_number, commit_ts, arrival_ms AS source_arrival_ms
-                {_LATE} ORDER BY s.arrival_ms LIMIT ?""",
+            f"""SELECT trace, key, s_pk AS partition_key, s_shard AS source_shard,
+                       s_seq AS source_sequence_number, s_commit AS commit_ts,
+                       s_arr AS source_arrival_ms
+                {_LATE} ORDER BY s.s_arr LIMIT ?""",
             (limit,),
         )
     ]
@@ -128,18 +128,18 @@ def _ahead_example(
 ) -> dict[str, Any]:
     t, w = claim.claimed_at_ms, claim.watermark_ms
     missing = db.execute(
-        """SELECT COUNT(*) FROM src_id s LEFT JOIN tgt_id t ON t.ident = s.ident
-           WHERE s.arrival_ms <= ? AND s.commit_ts <= ?
-             AND (t.arrival_ms IS NULL OR t.arrival_ms > ?)""",
+        """SELECT COUNT(*) FROM ids
+           WHERE s_n IS NOT NULL AND s_arr <= ? AND s_commit <= ?
+             AND (t_n IS NULL OR t_arr > ?)""",
         (t, w, t + tolerance_ms),
     ).fetchone()[0]
     record = _rows(
         db,
-        """SELECT s.trace, s.key, s.pk AS partition_key, s.shard AS source_shard,
-                  s.seq AS source_sequence_number, s.commit_ts, s.arrival_ms AS source_arrival_ms,
-                  t.arrival_ms AS target_arrival_ms, t.shard AS target_shard,
-                  t.seq AS target_sequence_number
-           FROM src_id s LEFT JOIN tgt_id t ON t.ident = s.ident WHERE s.ident = ?""",
+        """SELECT trace, key, s_pk AS partition_key, s_shard AS source_shard,
+                  s_seq AS source_sequence_number, s_commit AS commit_ts,
+                  s_arr AS source_arrival_ms, t_arr AS target_arrival_ms,
+                  t_shard AS target_shard, t_seq AS target_sequence_number
+           FROM ids WHERE ident = ?""",
         (ident,),
     )[0]
     return _clean(

@@ -1,0 +1,138 @@
+"""The layout of ``verify.sqlite`` and the upserts that fold rows into it as they are read.
+
+One row per identity in ``ids`` holds what the source (``s_*``), the target (``t_*``) and the
+ledger (``l_*``) know of that record, so every check is a scan of one table instead of joins,
+and whatever can be known the moment both sides of a record are in (lag, the record's source
+position beside its target position) is recorded then, by triggers, while the reads go on:
+
+- ``lag_hist`` (source shard, lag ms) and ``commit_hist`` (lag from commit ms): counts, for the
+  percentiles; ``lag_time`` per source-arrival second: records, lag sum and max;
+- ``rates`` per side and arrival second: copies (and the first and last arrival ms);
+- the partial index ``ids_order`` (target key, last target copy, source position), kept up to
+  date by every upsert, gives the order check its rows already sorted.
+
+The first copy of each side keeps its columns (readers deliver each shard in order, parents
+before children); later copies count, flag a difference in data or partition key and, in the
+target, move the ``t_last_*`` position (the order check compares last copies).
+"""
+
+from __future__ import annotations
+
+SIDE_COLUMNS = ("pk", "shard", "seq", "ord", "commit", "arr", "dhash")
+
+SCHEMA = """
+CREATE TABLE ids (
+    ident INTEGER PRIMARY KEY, trace TEXT, key TEXT,
+    s_n INTEGER, s_pk TEXT, s_shard TEXT, s_seq TEXT, s_ord INTEGER, s_commit INTEGER,
+    s_arr INTEGER, s_dhash INTEGER, s_diff INTEGER,
+    t_n INTEGER, t_pk TEXT, t_shard TEXT, t_seq TEXT, t_ord INTEGER, t_commit INTEGER,
+    t_arr INTEGER, t_dhash INTEGER, t_diff INTEGER,
+    t_last_ord INTEGER, t_last_shard TEXT, t_last_seq TEXT,
+    l_status TEXT, l_pk TEXT, l_key TEXT, l_commit INTEGER, l_shard TEXT, l_seq TEXT,
+    l_attempts INTEGER
+);
+CREATE INDEX ids_order ON ids (t_pk, t_last_ord, s_ord)
+    WHERE s_n IS NOT NULL AND t_n IS NOT NULL;
+CREATE TABLE src (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
+    arrival_ms INTEGER NOT NULL);
+CREATE TABLE tgt (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
+    arrival_ms INTEGER NOT NULL);
+CREATE TABLE lag_hist (shard TEXT NOT NULL, v INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (shard, v)) WITHOUT ROWID;
+CREATE TABLE commit_hist (v INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE lag_time (sec INTEGER PRIMARY KEY, n INTEGER NOT NULL, total INTEGER NOT NULL,
+    mx INTEGER NOT NULL);
+CREATE TABLE rates (side TEXT NOT NULL, sec INTEGER NOT NULL, n INTEGER NOT NULL,
+    lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (side, sec)) WITHOUT ROWID;
+CREATE TABLE claims (
+    id INTEGER PRIMARY KEY, claimed_at_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,
+    replicator_id TEXT, origin TEXT NOT NULL
+);
+CREATE TABLE dead_letters (
+    ident INTEGER, trace TEXT, pk TEXT, key TEXT, reason TEXT, location TEXT NOT NULL
+);
+CREATE TABLE items (side TEXT NOT NULL, key TEXT NOT NULL, item_hash INTEGER NOT NULL,
+    item TEXT NOT NULL);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
+
+-- Both sides of a record are in: its lag is known and never changes (first copies).
+CREATE TRIGGER ids_paired AFTER UPDATE OF s_n, t_n ON ids
+WHEN (old.s_n IS NULL OR old.t_n IS NULL) AND new.s_n IS NOT NULL AND new.t_n IS NOT NULL
+BEGIN
+    INSERT INTO lag_hist VALUES (new.s_shard, new.t_arr - new.s_arr, 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+    INSERT INTO commit_hist SELECT new.t_arr - new.s_commit, 1 WHERE new.s_commit IS NOT NULL
+        ON CONFLICT DO UPDATE SET n = n + 1;
+    INSERT INTO lag_time VALUES (new.s_arr / 1000, 1, new.t_arr - new.s_arr,
+                                 new.t_arr - new.s_arr)
+        ON CONFLICT DO UPDATE SET n = n + 1, total = total + excluded.total,
+                                  mx = MAX(mx, excluded.mx);
+END;
+
+-- The per-side views the tables used to be, for a person reading verify.sqlite.
+CREATE VIEW src_id AS SELECT ident, s_n AS n, s_ord AS ord, trace, key, s_pk AS pk,
+    s_shard AS shard, s_seq AS seq, s_commit AS commit_ts, s_arr AS arrival_ms,
+    s_dhash AS dhash, s_diff AS diff FROM ids WHERE s_n IS NOT NULL;
+CREATE VIEW tgt_id AS SELECT ident, t_n AS n, t_ord AS ord, t_last_ord AS last_ord, trace, key,
+    t_pk AS pk, t_shard AS shard, t_seq AS seq, t_commit AS commit_ts, t_arr AS arrival_ms,
+    t_dhash AS dhash, t_diff AS diff FROM ids WHERE t_n IS NOT NULL;
+CREATE VIEW led_id AS SELECT ident, trace, l_status AS status, l_pk AS pk, l_key AS key,
+    l_commit AS commit_ts, l_shard AS shard_id, l_seq AS seq, l_attempts AS attempts
+    FROM ids WHERE l_status IS NOT NULL;
+"""
+
+
+def upsert_side(prefix: str) -> str:
+    """Parameters ?1..?10: ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash."""
+    cols = [f"{prefix}_{c}" for c in SIDE_COLUMNS]
+    n, diff = f"{prefix}_n", f"{prefix}_diff"
+    first = ",\n    ".join(
+        f"{c} = CASE WHEN {n} IS NULL THEN excluded.{c} ELSE {c} END" for c in cols
+    )
+    insert_cols = ["ident", "trace", "key", *cols, n, diff]
+    values = [f"?{i}" for i in range(1, 11)] + ["1", "0"]
+    last = ""
+    if prefix == "t":
+        insert_cols += ["t_last_ord", "t_last_shard", "t_last_seq"]
+        values += ["?7", "?5", "?6"]
+        newer = "t_n IS NULL OR excluded.t_ord >= t_last_ord"
+        last = f""",
+    t_last_shard = CASE WHEN {newer} THEN excluded.t_shard ELSE t_last_shard END,
+    t_last_seq = CASE WHEN {newer} THEN excluded.t_seq ELSE t_last_seq END,
+    t_last_ord = CASE WHEN {newer} THEN excluded.t_ord ELSE t_last_ord END"""
+    return f"""
+INSERT INTO ids ({", ".join(insert_cols)}) VALUES ({", ".join(values)})
+ON CONFLICT (ident) DO UPDATE SET
+    trace = COALESCE(trace, excluded.trace),
+    key = COALESCE(key, excluded.key),
+    {diff} = CASE WHEN {n} IS NULL THEN 0 ELSE ({diff} OR excluded.{prefix}_dhash != {prefix}_dhash
+                  OR excluded.{prefix}_pk != {prefix}_pk) END,
+    {first}{last},
+    {n} = COALESCE({n}, 0) + 1
+"""
+
+
+# An identity is acknowledged if any attempt was, else unknown if any was, else failed; the
+# position is the acknowledged attempt's (or the first attempt's).
+UPSERT_LEDGER = """
+INSERT INTO ids (ident, trace, l_status, l_pk, l_key, l_commit, l_shard, l_seq, l_attempts)
+VALUES (?,?,?,?,?,?,?,?,1)
+ON CONFLICT (ident) DO UPDATE SET
+    trace = COALESCE(trace, excluded.trace),
+    l_status = CASE WHEN l_status = 'ok' OR excluded.l_status = 'ok' THEN 'ok'
+                    WHEN l_status = 'unknown' OR excluded.l_status = 'unknown' THEN 'unknown'
+                    ELSE 'fail' END,
+    l_pk = CASE WHEN l_attempts IS NULL THEN excluded.l_pk ELSE l_pk END,
+    l_key = CASE WHEN l_attempts IS NULL THEN excluded.l_key ELSE l_key END,
+    l_shard = CASE WHEN l_attempts IS NULL OR excluded.l_status = 'ok'
+                   THEN excluded.l_shard ELSE l_shard END,
+    l_seq = CASE WHEN l_attempts IS NULL OR excluded.l_status = 'ok'
+                 THEN excluded.l_seq ELSE l_seq END,
+    l_commit = COALESCE(l_commit, excluded.l_commit),
+    l_attempts = COALESCE(l_attempts, 0) + 1
+"""
+
+UPSERT_RATES = """
+INSERT INTO rates VALUES (?,?,?,?,?)
+ON CONFLICT DO UPDATE SET n = n + excluded.n, lo = MIN(lo, excluded.lo), hi = MAX(hi, excluded.hi)
+"""
