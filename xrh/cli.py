@@ -1,4 +1,4 @@
-"""The ``xrh`` command: ``endpoint``, ``provision``, ``replicate``, ``verify``.
+"""The ``xrh`` command: ``endpoint``, ``provision``, ``failover``, ``replicate``, ``verify``.
 
 Each subcommand gets the common options of :mod:`xrh.config`; ``replicate`` and ``verify`` live
 in their packages (``replicator.runners.cli``, ``verify.cli``) and are imported only when used,
@@ -95,6 +95,60 @@ def _provision_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _failover_command(args: argparse.Namespace) -> int:
+    """Make ``--to`` the active region in both regions' tables, with a handover time, so the
+    replicators hand over without losing records in flight (replicator.core.active)."""
+    import time
+
+    from replicator.adapters.dynamodb import set_active_region
+    from xrh.aws import AwsClients
+    from xrh.config import EndpointMode, Side
+    from xrh.endpoint import resolve_config
+    from xrh.resources import ResourceNames
+
+    config = resolve_config(config_from_options(args))
+    names = ResourceNames(config.prefix)
+    to = Side(args.to)
+    clients = AwsClients(config)
+    current = {}
+    for side in Side:
+        item = (
+            clients.client("dynamodb", side)
+            .get_item(
+                TableName=names.active_region_table,
+                Key={"streamName": {"S": names.stream}},
+                ConsistentRead=True,
+            )
+            .get("Item", {})
+        )
+        current[side] = item.get("activeRegion", {}).get("S")
+    if all(region == config.region(to) for region in current.values()):
+        print(f"nothing to do: {config.region(to)} is already active for {names.stream}")
+        return 0
+    previous = current[to.other] or current[to]
+    if config.endpoint_mode is EndpointMode.AWS and not args.yes:
+        print(
+            f"On real AWS this would make {config.region(to)} active for {names.stream} "
+            f"(now {previous}) in both regions' {names.active_region_table}."
+        )
+        raise UsageError("real AWS: re-run with --yes to carry this out")
+    since_ms = int(time.time() * 1000)
+    for side in (to.other, to):  # the old region first: it learns to stop at since_ms
+        set_active_region(
+            clients.client("dynamodb", side),
+            names.active_region_table,
+            names.stream,
+            config.region(to),
+            since_ms=since_ms,
+            previous_region=previous,
+        )
+    print(
+        f"{config.region(to)} is active for {names.stream} since {since_ms} (was {previous}); "
+        "records that arrived before then are still copied by the previous region"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xrh", description="Cross-region replication harness.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -110,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("--destroy", action="store_true", help="remove what provisioning made")
     provision.add_argument("--yes", action="store_true", help="confirm changes on real AWS")
     provision.set_defaults(handler=_provision_command)
+
+    failover = sub.add_parser(
+        "failover", help="switch the active region, handing over without loss"
+    )
+    add_common_options(failover)
+    failover.add_argument("--to", required=True, choices=["a", "b"], help="region to make active")
+    failover.add_argument("--yes", action="store_true", help="confirm the switch on real AWS")
+    failover.set_defaults(handler=_failover_command)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():
         command = sub.add_parser(name, help=help_text)

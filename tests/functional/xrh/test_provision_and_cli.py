@@ -117,3 +117,31 @@ def test_xrh_endpoint_then_provision_in_another_process(tmp_path: Path) -> None:
     )
     assert leftovers.stdout == b"", "a region server outlived xrh endpoint"
     assert os.path.exists(tmp_path / "runs" / "latest" / "config.json")
+
+
+def test_failover_command_writes_a_handover_in_both_regions(
+    provisioned: HarnessConfig, tmp_path: Path
+) -> None:
+    flags = [
+        "--endpoint-url-a",
+        provisioned.endpoint_url_a or "",
+        "--endpoint-url-b",
+        provisioned.endpoint_url_b or "",
+    ]
+    flags += ["--prefix", provisioned.prefix]
+    before = int(time.time() * 1000)
+    result = _xrh("failover", "--to", "b", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    clients = AwsClients(provisioned)
+    for side in Side:
+        item = clients.client("dynamodb", side).get_item(
+            TableName=f"{provisioned.prefix}-active-region",
+            Key={"streamName": {"S": f"{provisioned.prefix}-stream"}},
+        )["Item"]
+        assert item["activeRegion"]["S"] == provisioned.region_b
+        assert item["previousRegion"]["S"] == provisioned.region_a
+        assert int(item["activeSinceMs"]["N"]) >= before
+    again = _xrh("failover", "--to", "b", *flags, cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    bad = _xrh("failover", "--to", "c", *flags, cwd=tmp_path)
+    assert bad.returncode == 3 and "invalid choice" in bad.stderr
