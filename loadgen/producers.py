@@ -20,9 +20,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from loadgen.keyspace import Keyspace
-from loadgen.ledger import LedgerRow, LedgerSink
+from loadgen.ledger import LedgerSink
 from loadgen.templates import Renderer
 from replicator.core.putrecords import (
     AttemptEvent,
@@ -37,6 +38,8 @@ from replicator.core.putrecords import (
 from xrh.contracts import LedgerStatus, parse_iso_ms
 
 _COMMIT_TS = re.compile(r'"commitTimestamp"\s*:\s*"([^"]*)"')
+_OK = AttemptOutcome.OK
+_OK_STATUS = LedgerStatus.OK.value
 _STATUS = {
     AttemptOutcome.OK: LedgerStatus.OK.value,
     AttemptOutcome.FAIL: LedgerStatus.FAIL.value,
@@ -65,9 +68,9 @@ class ProducerSettings:
             raise LoadgenUsageError(f"--linger {self.linger_s}: must not be negative")
 
 
-@dataclass(frozen=True, slots=True)
-class RecordRef:
-    """What a PutEntry's ``ref`` carries: the record's identity and ledger fields."""
+class RecordRef(NamedTuple):
+    """What a PutEntry's ``ref`` carries: the record's identity and ledger fields (a named
+    tuple rather than a frozen dataclass: built once per record, it is on the hot path)."""
 
     trace: str
     seq: int
@@ -116,6 +119,8 @@ class Producer:
         self._seq = 0
         self._ts_cache: tuple[str, int | None] = ("", None)
         self._rows: list[tuple] = []
+        self._where = (settings.pipeline, settings.region, settings.stream)
+        self._ms_cache: tuple[float, float, int, int] = (-1.0, -1.0, 0, 0)
         self._last_event: dict[int, AttemptEvent] = {}
         self.stats = ProducerStats()
         self.closed = False
@@ -125,20 +130,25 @@ class Producer:
 
     def add(self, count: int = 1) -> None:
         """Render ``count`` records into the buffer (sends nothing)."""
+        if count <= 0:
+            return
         now = self._clock()
         now_ms = int(now * 1000)
         next_key = self._keyspace.next_key
         render = self._render
+        commit_ts = self._commit_ts
+        append = self._buffer.append
         prefix = self.id
-        for _ in range(count):
-            self._seq += 1
-            seq = self._seq
+        first = self._seq + 1
+        self._seq += count
+        for seq in range(first, first + count):
             key = next_key()
+            pkey = str(key)
             trace = f"{prefix}-{seq:09d}"
             payload = render(key, trace, now_ms)
-            ref = RecordRef(trace, seq, str(key), self._commit_ts(payload))
-            self._buffer.append(PutEntry(str(key), payload.encode(), ref=ref))
-        if self._oldest is None and self._buffer:
+            ref = RecordRef(trace, seq, pkey, commit_ts(payload))
+            append(PutEntry(pkey, payload.encode(), None, ref))
+        if self._oldest is None:
             self._oldest = now
         self.stats.records += count
 
@@ -218,43 +228,40 @@ class Producer:
 
     def _observe(self, event: AttemptEvent) -> None:
         self._last_event[event.index] = event
+        ref: RecordRef = event.entry.ref  # type: ignore[assignment]
+        if event.outcome is _OK and not event.resent_for_order:  # the common case, inline
+            invoked, completed = event.invoked_at, event.completed_at
+            if invoked != self._ms_cache[0] or completed != self._ms_cache[1]:
+                self._ms_cache = (invoked, completed, int(invoked * 1000), int(completed * 1000))
+            cache = self._ms_cache
+            self._rows.append(
+                (ref.trace, self.id, ref.seq, event.attempt, *self._where,
+                 event.entry.partition_key, ref.key, ref.commit_ts, "put", _OK_STATUS,
+                 event.shard_id, event.sequence_number, cache[2], cache[3], None)
+            )  # fmt: skip
+            return
         error = None
-        if event.outcome is not AttemptOutcome.OK:
+        if event.outcome is not _OK:
             error = f"{event.error_code}: {event.error_message or ''}".strip()
-        elif event.resent_for_order:
+        else:
             error = "written, sent again after an earlier entry of its key failed"
         self._row(
-            event.entry, event.entry.ref, event.attempt, _STATUS[event.outcome],  # type: ignore[arg-type]
-            event.shard_id, event.sequence_number, event.invoked_at, event.completed_at, error,
+            event.entry, ref, event.attempt, _STATUS[event.outcome], event.shard_id,
+            event.sequence_number, event.invoked_at, event.completed_at, error,
         )  # fmt: skip
 
     def _row(
         self, entry: PutEntry, ref: RecordRef, attempt: int, status: str, shard: str | None,
         sequence: str | None, invoked: float | None, completed: float | None, error: str | None,
     ) -> None:  # fmt: skip
-        now = self._clock()
-        s = self.settings
+        """One ledger row, a plain tuple in :data:`loadgen.ledger.COLUMNS` order."""
+        now = self._clock() if invoked is None or completed is None else 0.0
         self._rows.append(
-            LedgerRow(
-                ref.trace,
-                self.id,
-                ref.seq,
-                attempt,
-                s.pipeline,
-                s.region,
-                s.stream,
-                entry.partition_key,
-                ref.key,
-                ref.commit_ts,
-                "put",
-                status,
-                shard,
-                sequence,
-                int((invoked if invoked is not None else now) * 1000),
-                int((completed if completed is not None else now) * 1000),
-                error,
-            )  # fmt: skip
-        )
+            (ref.trace, self.id, ref.seq, attempt, *self._where, entry.partition_key, ref.key,
+             ref.commit_ts, "put", status, shard, sequence,
+             int((invoked if invoked is not None else now) * 1000),
+             int((completed if completed is not None else now) * 1000), error)
+        )  # fmt: skip
 
     def _emit_rows(self) -> None:
         if self._rows:

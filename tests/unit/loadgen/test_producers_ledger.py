@@ -84,6 +84,30 @@ def test_ok_rows_carry_shard_sequence_and_commit_ts(tmp_path):
         assert parse_iso_ms(payload.split('"commitTimestamp": "')[1][:24]) == r["commit_ts"]
 
 
+def test_ok_rows_fill_every_column_with_each_requests_own_times(tmp_path):
+    """The inlined ok-row path writes the same columns as the general one, and the per-request
+    time cache does not leak one request's times into the next."""
+    sink = ScriptedSink()
+    producer, writer, clock = make(tmp_path, sink, batch=2)
+    producer.add(2)
+    producer.flush()
+    clock.t += 1.5
+    producer.add(2)
+    producer.flush()
+    producer.close()
+    got = rows(writer.close().path)
+    assert len(got) == 4
+    for r in got:
+        assert (r["producer"], r["pipeline"], r["region"], r["target"], r["op"]) == (
+            "p1", "kinesis", "us-east-1", "s", "put"
+        )  # fmt: skip
+        assert r["error"] is None and r["key"] == r["partition_key"]
+    t0 = int(1_700_000_000.0 * 1000)
+    assert [(r["invoked_at"], r["completed_at"]) for r in got] == [(t0, t0)] * 2 + [
+        (t0 + 1500, t0 + 1500)
+    ] * 2
+
+
 def test_partial_failure_fails_then_retries_and_keeps_key_order(tmp_path):
     sink = ScriptedSink().fail_entries(1, [1])
     producer, writer, _ = make(tmp_path, sink, keys=1)
