@@ -21,6 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from verify.schema import ODD
 from xrh.contracts import iso_ms
 
 EXAMPLES = 10
@@ -47,7 +48,9 @@ def _clean(example: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in example.items() if v is not None}
 
 
-_TALLY = """
+# Every anomaly lives in a row of ids_odd, so the counts scan only those; the clean majority
+# is counted from the per-second rates and the status index.
+_TALLY_ODD = f"""
 SELECT
   COALESCE(SUM(l_status = 'ok' AND t_n IS NULL), 0) AS acked_missing,
   COALESCE(SUM(l_status = 'ok' AND t_n IS NULL AND s_n IS NULL), 0) AS acked_not_in_source,
@@ -60,22 +63,37 @@ SELECT
   COALESCE(SUM(t_n > 1), 0) AS target_duplicated,
   COALESCE(SUM(s_n IS NOT NULL AND t_n IS NOT NULL
                AND (t_diff OR s_diff OR t_dhash != s_dhash OR t_pk != s_pk)), 0) AS diverged,
-  COALESCE(SUM(l_status = 'ok'), 0) AS acknowledged,
-  COALESCE(SUM(l_status = 'fail'), 0) AS failed,
-  COALESCE(SUM(l_status = 'unknown'), 0) AS unknown,
-  COALESCE(SUM(s_n), 0) AS source_records,
-  COALESCE(SUM(t_n), 0) AS target_records,
   MIN(CASE WHEN t_n IS NULL AND s_n IS NOT NULL THEN s_commit END) AS oldest_missing_source,
-  MIN(CASE WHEN t_n IS NULL AND l_status = 'ok' THEN l_commit END) AS oldest_missing_acked,
-  MAX(s_commit) AS newest_commit
-FROM ids
+  MIN(CASE WHEN t_n IS NULL AND l_status = 'ok' THEN l_commit END) AS oldest_missing_acked
+FROM ids INDEXED BY ids_odd WHERE {ODD}
 """
 
 
 def tally(db: sqlite3.Connection) -> dict[str, Any]:
-    """Every count the checks report, in one scan of ``ids``; the checks run their own
-    (filtered) queries only for examples, and only when there is something to show."""
-    return _rows(db, _TALLY)[0]
+    """Every count the checks report, without a scan of the clean rows; the checks run their
+    own (filtered) queries only for examples, and only when there is something to show."""
+    out = _rows(db, _TALLY_ODD)[0]
+    statuses = dict(
+        db.execute(
+            "SELECT l_status, COUNT(*) FROM ids INDEXED BY ids_status "
+            "WHERE l_status IS NOT NULL GROUP BY l_status"
+        ).fetchall()
+    )
+    out.update(
+        acknowledged=statuses.get("ok", 0),
+        failed=statuses.get("fail", 0),
+        unknown=statuses.get("unknown", 0),
+    )
+    sides = {
+        side: (n, newest)
+        for side, n, newest in db.execute(
+            "SELECT side, SUM(n), MAX(commit_max) FROM rates GROUP BY side"
+        )
+    }
+    out["source_records"] = sides.get("src", (0, None))[0]
+    out["target_records"] = sides.get("tgt", (0, None))[0]
+    out["newest_commit"] = sides.get("src", (0, None))[1]
+    return out
 
 
 def has_ledger(db: sqlite3.Connection) -> bool:
@@ -208,17 +226,20 @@ def check_diverged(
     return Anomaly("diverged", count, tuple(_clean(e) for e in examples))
 
 
-# Rows come from the index ids_order already in (key, last copy) order: no sort.
+# Only keys in order_suspects can be out of order (the store's trigger checks each record's
+# neighbours in (key, last copy) order as it is paired, and lists keys whose records moved);
+# their rows come from the index ids_order already in that order.
 _REORDER = """
     WITH w AS (
         SELECT t_pk AS pk, t_last_ord AS tord, s_ord AS sord, ident,
                MAX(s_ord) OVER (PARTITION BY t_pk ORDER BY t_last_ord
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_max
-        FROM ids INDEXED BY ids_order WHERE s_n IS NOT NULL AND t_n IS NOT NULL)
+        FROM ids INDEXED BY ids_order WHERE s_n IS NOT NULL AND t_n IS NOT NULL
+          AND t_pk IN (SELECT pk FROM order_suspects))
     SELECT {select} FROM w WHERE prev_max > sord
 """
 # First-arrival inversions that the last copies put right (the resend rule at work): only keys
-# with a duplicated target record can have one, so only those are windowed.
+# with a duplicated target record can have one, and those are all suspects.
 _HEALED = """
     WITH w AS (
         SELECT s_ord AS sord,
@@ -227,7 +248,7 @@ _HEALED = """
                MAX(s_ord) OVER (PARTITION BY t_pk ORDER BY t_last_ord
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS last_max
         FROM ids WHERE s_n IS NOT NULL AND t_n IS NOT NULL
-          AND t_pk IN (SELECT t_pk FROM ids WHERE t_n > 1))
+          AND t_pk IN (SELECT pk FROM order_suspects))
     SELECT COUNT(*) FROM w WHERE first_max > sord AND NOT COALESCE(last_max > sord, 0)
 """
 

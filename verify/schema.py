@@ -7,9 +7,13 @@ position beside its target position) is recorded then, by triggers, while the re
 
 - ``lag_hist`` (source shard, lag ms) and ``commit_hist`` (lag from commit ms): counts, for the
   percentiles; ``lag_time`` per source-arrival second: records, lag sum and max;
-- ``rates`` per side and arrival second: copies (and the first and last arrival ms);
-- the partial index ``ids_order`` (target key, last target copy, source position), kept up to
-  date by every upsert, gives the order check its rows already sorted.
+- ``rates`` per side and arrival second: copies, the first and last arrival ms and the newest
+  commit timestamp;
+- partial indexes kept up to date by every upsert: ``ids_order`` (target key, last target copy,
+  source position) gives the order check its rows already sorted, ``ids_odd`` the rows that
+  can hold an anomaly, ``ids_status`` the ledger statuses, ``ids_times`` (source arrival,
+  target arrival, commit) the narrow rows the watermark sweep reads;
+- ``order_suspects``: the keys whose order the check must examine (see the trigger).
 
 The first copy of each side keeps its columns (readers deliver each shard in order, parents
 before children); later copies count, flag a difference in data or partition key and, in the
@@ -20,7 +24,14 @@ from __future__ import annotations
 
 SIDE_COLUMNS = ("pk", "shard", "seq", "ord", "commit", "arr", "dhash")
 
-SCHEMA = """
+# Rows that can hold an anomaly (one side missing, more than one copy, copies that differ):
+# the partial index ids_odd lists them, so the checks' counts never scan the clean majority.
+ODD = (
+    "NOT (s_n IS 1 AND t_n IS 1 AND s_diff IS 0 AND t_diff IS 0 AND t_dhash IS s_dhash"
+    " AND t_pk IS s_pk)"
+)
+
+SCHEMA_TEMPLATE = """
 CREATE TABLE ids (
     ident INTEGER PRIMARY KEY, trace TEXT, key TEXT,
     s_n INTEGER, s_pk TEXT, s_shard TEXT, s_seq TEXT, s_ord INTEGER, s_commit INTEGER,
@@ -33,6 +44,10 @@ CREATE TABLE ids (
 );
 CREATE INDEX ids_order ON ids (t_pk, t_last_ord, s_ord)
     WHERE s_n IS NOT NULL AND t_n IS NOT NULL;
+CREATE INDEX ids_odd ON ids (ident) WHERE {ODD};
+CREATE INDEX ids_status ON ids (l_status) WHERE l_status IS NOT NULL;
+CREATE INDEX ids_times ON ids (s_arr, t_arr, s_commit) WHERE s_n IS NOT NULL;
+CREATE TABLE order_suspects (pk TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE src (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
     arrival_ms INTEGER NOT NULL);
 CREATE TABLE tgt (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
@@ -43,7 +58,8 @@ CREATE TABLE commit_hist (v INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE lag_time (sec INTEGER PRIMARY KEY, n INTEGER NOT NULL, total INTEGER NOT NULL,
     mx INTEGER NOT NULL);
 CREATE TABLE rates (side TEXT NOT NULL, sec INTEGER NOT NULL, n INTEGER NOT NULL,
-    lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (side, sec)) WITHOUT ROWID;
+    lo INTEGER NOT NULL, hi INTEGER NOT NULL, commit_max INTEGER,
+    PRIMARY KEY (side, sec)) WITHOUT ROWID;
 CREATE TABLE claims (
     id INTEGER PRIMARY KEY, claimed_at_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,
     replicator_id TEXT, origin TEXT NOT NULL
@@ -67,6 +83,29 @@ BEGIN
                                  new.t_arr - new.s_arr)
         ON CONFLICT DO UPDATE SET n = n + 1, total = total + excluded.total,
                                   mx = MAX(mx, excluded.mx);
+    -- The order check need only look at keys where this record's neighbours in (key, last
+    -- copy) order are out of source order, or where copies moved (a duplicate).
+    INSERT INTO order_suspects SELECT new.t_pk WHERE new.t_n > 1
+        OR EXISTS (SELECT 1 FROM (SELECT s_ord, t_last_ord FROM ids
+                                  WHERE t_pk = new.t_pk AND t_last_ord <= new.t_last_ord
+                                    AND ident != new.ident
+                                    AND s_n IS NOT NULL AND t_n IS NOT NULL
+                                  ORDER BY t_last_ord DESC LIMIT 1) AS p
+                   WHERE p.s_ord > new.s_ord OR p.t_last_ord = new.t_last_ord)
+        OR EXISTS (SELECT 1 FROM (SELECT s_ord, t_last_ord FROM ids
+                                  WHERE t_pk = new.t_pk AND t_last_ord >= new.t_last_ord
+                                    AND ident != new.ident
+                                    AND s_n IS NOT NULL AND t_n IS NOT NULL
+                                  ORDER BY t_last_ord LIMIT 1) AS q
+                   WHERE q.s_ord < new.s_ord OR q.t_last_ord = new.t_last_ord)
+        ON CONFLICT DO NOTHING;
+END;
+
+-- A later target copy of a paired record moves it in the order: its key is a suspect.
+CREATE TRIGGER ids_moved AFTER UPDATE OF t_n ON ids
+WHEN old.t_n IS NOT NULL AND new.s_n IS NOT NULL
+BEGIN
+    INSERT INTO order_suspects VALUES (new.t_pk) ON CONFLICT DO NOTHING;
 END;
 
 -- The per-side views the tables used to be, for a person reading verify.sqlite.
@@ -80,6 +119,7 @@ CREATE VIEW led_id AS SELECT ident, trace, l_status AS status, l_pk AS pk, l_key
     l_commit AS commit_ts, l_shard AS shard_id, l_seq AS seq, l_attempts AS attempts
     FROM ids WHERE l_status IS NOT NULL;
 """
+SCHEMA = SCHEMA_TEMPLATE.replace("{ODD}", ODD)
 
 
 def upsert_side(prefix: str) -> str:
@@ -133,6 +173,8 @@ ON CONFLICT (ident) DO UPDATE SET
 """
 
 UPSERT_RATES = """
-INSERT INTO rates VALUES (?,?,?,?,?)
-ON CONFLICT DO UPDATE SET n = n + excluded.n, lo = MIN(lo, excluded.lo), hi = MAX(hi, excluded.hi)
+INSERT INTO rates VALUES (?,?,?,?,?,?)
+ON CONFLICT DO UPDATE SET n = n + excluded.n, lo = MIN(lo, excluded.lo), hi = MAX(hi, excluded.hi),
+    commit_max = MAX(COALESCE(commit_max, excluded.commit_max),
+                     COALESCE(excluded.commit_max, commit_max))
 """

@@ -81,15 +81,17 @@ class Store:
     def _flush(self, side: StoreSide) -> None:
         pending = self._pending[side]
         if pending:
-            per_second: dict[int, list[int]] = {}
+            per_second: dict[int, list] = {}  # second -> [copies, lo, hi, newest commit]
             for r in pending:
                 second = per_second.get(r[8] // 1000)
                 if second is None:
-                    per_second[r[8] // 1000] = [1, r[8], r[8]]
+                    per_second[r[8] // 1000] = [1, r[8], r[8], r[7]]
                 else:
                     second[0] += 1
                     second[1] = min(second[1], r[8])
                     second[2] = max(second[2], r[8])
+                    if r[7] is not None and (second[3] is None or r[7] > second[3]):
+                        second[3] = r[7]
             with self._transaction():
                 self.db.executemany(_UPSERT[side], pending)
                 self.db.executemany(
