@@ -91,6 +91,8 @@ class Node:
     stats_csv: RunStatsCsv | None = None
     exit_code: int | None = None
     error: str | None = None
+    starting: bool = False  # test start is setting the run up (endpoint, provision, replicator)
+    stopped_while_starting: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -274,7 +276,11 @@ def _on_test_start(environment: Any, **_: Any) -> None:
     try:
         node.options = load_options(environment.parsed_options)  # the web UI may change them
         node.orchestrator.options = node.options
-        state = node.orchestrator.begin()
+        node.starting, node.stopped_while_starting = True, False
+        try:
+            state = node.orchestrator.begin()
+        finally:
+            node.starting = False
     except (HarnessError, OSError) as exc:
         _abort(
             node,
@@ -286,6 +292,16 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         _abort(node, f"could not start the run: {type(exc).__name__}: {exc}", EXIT_UNKNOWN)
         return
     node.exit_code = None
+    if node.stopped_while_starting:
+        # Locust's --run-time clock runs during set-up; a run that ended before it produced
+        # anything proves nothing, so it is "unknown", never a silent success.
+        _abort(
+            node,
+            "the run ended while it was still being set up (before any load): "
+            "give a longer --run-time",
+            EXIT_UNKNOWN,
+        )
+        return
     try:
         node.stats_csv = RunStatsCsv(environment, state.run.path)
     except OSError as exc:
@@ -322,6 +338,9 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         _worker_final(node)
         return
     orch = node.orchestrator
+    if node.starting:
+        node.stopped_while_starting = True  # test start aborts the run once set-up returns
+        return
     if orch is None or orch.state is None:
         return
     try:
@@ -424,6 +443,14 @@ def _on_quitting(environment: Any, **_: Any) -> None:
     node.close_stats_csv()
     if orch is not None:
         orch.close()
+    if (
+        node.exit_code is None
+        and orch is not None
+        and not isinstance(environment.runner, WorkerRunner)
+    ):
+        # No verdict was reached (the run never started or never finished): not a success.
+        node.say("the run ended without a verdict: exit code 2 (unknown)")
+        node.exit_code = EXIT_UNKNOWN
     if node.exit_code is not None:
         environment.process_exit_code = node.exit_code
     time.sleep(0)

@@ -169,7 +169,11 @@ class Orchestrator:
         """Close the ledger, drain the replicator, verify, print the summary: the exit code."""
         state = self.state
         if state is None:
-            return self.last.exit_code if self.last and self.last.exit_code is not None else 0
+            return (
+                self.last.exit_code
+                if self.last and self.last.exit_code is not None
+                else EXIT_UNKNOWN
+            )
         incomplete: list[str] = []
         try:
             state.summary = state.ledger.close(clean=workers_ok)

@@ -176,3 +176,11 @@ def test_distributed_run_master_and_two_workers_ends_valid(tmp_path: Path):
     assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
     for worker in workers:
         assert worker.returncode == 0
+
+
+def test_run_that_ends_during_set_up_is_unknown_never_a_silent_success(tmp_path: Path):
+    """Locust's --run-time clock runs while the embedded endpoint, provisioning and the
+    replicator start; a run that ends before any load must not exit 0 without a verdict."""
+    code, out, err = run_locust(tmp_path, "--headless", "-u", "2", "-r", "2", "-t", "1s")
+    assert code == 2, err[-2000:]
+    assert "ended while it was still being set up" in err or "ended without a verdict" in err
