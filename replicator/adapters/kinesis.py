@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 
@@ -44,24 +45,33 @@ RETRYABLE_CODES = frozenset(
         "KMSThrottlingException",
     }
 )
-INVALID_CODES = frozenset({"ValidationException", "InvalidArgumentException"})
+INVALID_CODES = frozenset(
+    {"ValidationException", "InvalidArgumentException", "SerializationException"}
+)
 
 
-def translate(exc: Exception) -> SinkError:
-    """A botocore exception as a SinkError of the right kind."""
+def translate(exc: BaseException) -> SinkError:
+    """A botocore exception as a SinkError of the right kind (shared by the producers).
+
+    The line that matters is "definitely not written" against "may have been written": a
+    connection that could not be opened, or a request botocore refused to build, wrote nothing;
+    a read timeout or a connection dropped after the request left may have written everything.
+    """
     if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "Unknown")
-        message = exc.response.get("Error", {}).get("Message", str(exc))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in RETRYABLE_CODES or status >= 500:
-            return RetryableRequestError(message, code)
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code") or "ClientError")
+        message = str(error.get("Message") or exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code in INVALID_CODES:
             return InvalidRequestError(message, code)
+        if code in RETRYABLE_CODES or status >= 500 or status == 429:
+            return RetryableRequestError(message, code)
         return TerminalRequestError(message, code)
     if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
-        # The request never reached the service: nothing was written.
-        return RetryableRequestError(str(exc), type(exc).__name__)
-    if isinstance(exc, ReadTimeoutError | ConnectionClosedError | BotoCoreError):
+        return RetryableRequestError(str(exc), type(exc).__name__)  # never reached the service
+    if isinstance(exc, ParamValidationError):
+        return InvalidRequestError(str(exc), "ParamValidationError")  # never sent
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError | HTTPClientError):
         return UnknownOutcomeError(str(exc), type(exc).__name__)
     return UnknownOutcomeError(str(exc), type(exc).__name__)
 
@@ -83,7 +93,7 @@ class KinesisSink:
         self.calls += 1
         try:
             response = self.client.put_records(StreamName=stream, Records=wire)
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except Exception as exc:  # every failure of the call is classified, none escapes raw
             raise translate(exc) from exc
         return [
             EntryResult(
