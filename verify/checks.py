@@ -1,7 +1,11 @@
 """The checks: pure functions over a finalized :class:`~verify.store.Store` connection.
 
 Each returns an :class:`Anomaly` (a count, examples a person can follow, and details) and does
-its work in SQL, so a run of any size is checked in bounded memory. Definitions (issue 5):
+its work in SQL, so a run of any size is checked in bounded memory. The counts come from
+:func:`tally`, which reads only the rows that can hold an anomaly (the store keeps them in a
+partial index while reading); examples are fetched only when a count is not zero, and at most
+``limit`` of them. Pass one tally to every check (as :func:`verify.reconcile.reconcile` does)
+to read it once. Definitions (issue 5):
 
 - lost: acknowledged in the ledger (or present in the source) and absent from the target;
   a ledger ``unknown`` write is never lost by itself, only if the source holds it.

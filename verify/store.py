@@ -25,6 +25,24 @@ POSITION_BITS = 40  # records per shard before the generation bits: 10**12
 _UPSERT = {StoreSide.SOURCE: upsert_side("s"), StoreSide.TARGET: upsert_side("t")}
 
 
+def _per_second(side: StoreSide, rows: list[tuple]) -> list[tuple]:
+    """Rows of ``rates`` for one batch: (side, second, copies, first ms, last ms, newest
+    commit), a handful per batch however large the run."""
+    seconds: dict[int, list] = {}
+    for row in rows:
+        arrival, commit = row[8], row[7]
+        second = seconds.get(arrival // 1000)
+        if second is None:
+            seconds[arrival // 1000] = [1, arrival, arrival, commit]
+            continue
+        second[0] += 1
+        second[1] = min(second[1], arrival)
+        second[2] = max(second[2], arrival)
+        if commit is not None and (second[3] is None or commit > second[3]):
+            second[3] = commit
+    return [(side.value, sec, *values) for sec, values in seconds.items()]
+
+
 class Store:
     """Write side (batched inserts) and read side (a connection for the checks)."""
 
@@ -81,27 +99,13 @@ class Store:
     def _flush(self, side: StoreSide) -> None:
         pending = self._pending[side]
         if pending:
-            per_second: dict[int, list] = {}  # second -> [copies, lo, hi, newest commit]
-            for r in pending:
-                second = per_second.get(r[8] // 1000)
-                if second is None:
-                    per_second[r[8] // 1000] = [1, r[8], r[8], r[7]]
-                else:
-                    second[0] += 1
-                    second[1] = min(second[1], r[8])
-                    second[2] = max(second[2], r[8])
-                    if r[7] is not None and (second[3] is None or r[7] > second[3]):
-                        second[3] = r[7]
             with self._transaction():
                 self.db.executemany(_UPSERT[side], pending)
                 self.db.executemany(
                     f"INSERT INTO {side.value} VALUES (?,?,?,?)",
                     [(r[0], r[4], r[5], r[8]) for r in pending],
                 )
-                self.db.executemany(
-                    UPSERT_RATES,
-                    [(side.value, sec, *v) for sec, v in per_second.items()],
-                )
+                self.db.executemany(UPSERT_RATES, _per_second(side, pending))
             pending.clear()
 
     def flush(self) -> None:

@@ -9,9 +9,11 @@ they are reported as information, not as an anomaly.
 Two passes, both bounded in memory:
 
 - records that did reach the target: a range join from each record to the claims made while it
-  was in flight (index on claim time), usually zero or one claim per record;
-- records that never did: streamed in source-arrival order against the claims in time order,
-  keeping only the smallest commit timestamp seen so far.
+  was in flight (index on claim time), usually zero or one claim per record, reading the narrow
+  index of (source arrival, target arrival, commit) rather than the records;
+- records that never did (a few rows of the store's ``ids_odd`` index): streamed in
+  source-arrival order against the claims in time order, keeping only the smallest commit
+  timestamp seen so far.
 
 Late records are found the same way as the first pass, over claims made between a record's
 commit and its source arrival (a claim whose watermark is later than its own time is itself

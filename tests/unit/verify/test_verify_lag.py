@@ -33,3 +33,15 @@ def test_over_time_shows_a_stall(planted):
 def test_empty_store_has_no_lag(planted):
     lag = compute_lag(planted.done())
     assert lag.overall["p50"] is None and lag.over_time == []
+
+
+def test_lag_uses_first_copies_and_rates_count_each_copy_when_it_arrived(planted):
+    from verify.model import StoreSide
+
+    planted.put(StoreSide.SOURCE, "p-1", 1, arrival=T0)
+    planted.put(StoreSide.TARGET, "p-1", 1, arrival=T0 + 100)
+    planted.put(StoreSide.TARGET, "p-1", 1, arrival=T0 + 5000)  # a later duplicate
+    lag = compute_lag(planted.done())
+    assert lag.overall == {"p50": 100, "p90": 100, "p99": 100, "max": 100}
+    assert [r["t_ms"] for r in lag.rates if r["replicated_per_s"]] == [T0, T0 + 5000]
+    assert [r["t_ms"] for r in lag.rates if r["produced_per_s"]] == [T0]
