@@ -34,9 +34,16 @@ def _first(record: dict[str, Any], *names: str) -> Any:
     return next((record[n] for n in names if n in record), None)
 
 
-def _data_bytes(value: Any) -> bytes | None:
+def _data_bytes(value: Any, encoding: Any = None) -> bytes | None:
+    """The record's data; ``encoding`` ("base64", as the reference replicator writes) is
+    trusted when given, otherwise JSON text, then base64, then plain text is guessed."""
     if value is None:
         return None
+    if encoding == "base64":
+        try:
+            return base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            return str(value).encode()
     if isinstance(value, dict | list):
         return json.dumps(value).encode()
     text = str(value)
@@ -69,7 +76,7 @@ def parse_object(body: bytes, location: str) -> Iterator[DeadLetterRecord]:
         pk = _first(record, "partitionKey", "partition_key", "PartitionKey")
         yield DeadLetterRecord(
             None if pk is None else str(pk),
-            _data_bytes(_first(record, "data", "Data")),
+            _data_bytes(_first(record, "data", "Data"), record.get("dataEncoding")),
             str(_first(record, "reason", "error", "Reason") or "no reason given"),
             location,
         )
