@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance-ms", type=int, default=0,
                         help="clock tolerance for checkpoint claims, ms (default 0)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--from-store",
+        action="store_true",
+        help="with --run-dir: re-check the read kept in verify.sqlite instead of reading the "
+        "regions again (automatic when the run's endpoints are gone)",
+    )
 
 
 def _given(args: argparse.Namespace, dest: str) -> bool:
@@ -134,9 +140,26 @@ def resolve_run_config(
     return config.with_endpoints(url_a, url_b), []
 
 
+def _endpoints_reachable(config: HarnessConfig, timeout: float = 2.0) -> bool:
+    """Whether both regions' endpoints accept a connection (real AWS is assumed reachable)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    for url in (config.endpoint_url_a, config.endpoint_url_b):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+        except OSError:
+            return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from verify.report import print_summary
-    from verify.runner import run_verify
+    from verify.runner import run_verify, stored_read_at
 
     if args.timeout is None or args.timeout <= 0:
         raise VerifyUsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
@@ -155,6 +178,21 @@ def run(args: argparse.Namespace) -> int:
         run_dir = runs.create_run(config.runs_dir, config.to_public_dict())
     else:
         raise VerifyUsageError("give --run-dir DIR (verify a run) or --stream NAME (streams only)")
+    from_store = bool(getattr(args, "from_store", False))
+    if from_store and args.run_dir is None:
+        raise VerifyUsageError("--from-store needs --run-dir")
+    if (
+        args.run_dir is not None
+        and not from_store
+        and stored_read_at(run_dir.path)
+        and (incomplete or not _endpoints_reachable(config))
+    ):
+        from_store = True
+        print(
+            f"the regions of run {run_dir.run_id} are not reachable (the embedded endpoint "
+            f"stops with its run): re-checking the read stored in {runs.VERIFY_STORE_FILE}",
+            file=sys.stderr,
+        )
     if config.pipeline != "kinesis":
         raise VerifyUsageError(
             f"--pipeline {config.pipeline}: verify supports the kinesis pipeline so far"
@@ -167,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         tolerance_ms=args.tolerance_ms,
         stream=args.stream,
-        incomplete=incomplete,
+        incomplete=[] if from_store else incomplete,
+        from_store=from_store,
     )
     print_summary(result.report)
     print(f"report: {result.report_json}  {result.report_html}")

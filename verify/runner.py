@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from verify.dead_letters import read_bucket
-from verify.errors import EndpointUnreachable
+from verify.errors import EndpointUnreachable, VerifyUsageError
 from verify.html_report import render_html
 from verify.kinesis_reader import error_code, is_connection_error, read_stream
 from verify.model import StoreSide, Verdict
@@ -163,12 +163,17 @@ def run_verify(
     sleep: Callable[[float], None] = time.sleep,
     wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     incomplete: list[str] | None = None,
+    from_store: bool = False,
 ) -> VerifyResult:
     """Verify one run directory; writes verify.sqlite, report.json and report.html there.
 
     ``incomplete`` carries reasons known before starting (e.g. the CLI found no endpoint): the
-    reads are skipped and the verdict is unknown.
+    reads are skipped and the verdict is unknown. ``from_store`` re-checks the complete read an
+    earlier verify of this run kept in verify.sqlite, without reading the regions again (the
+    embedded endpoint stops with its run); see :func:`stored_read_at`.
     """
+    if from_store:
+        return _verify_stored(run_dir, config, fatal_duplicates, tolerance_ms, stream)
     run = runs.RunDir(Path(run_dir))
     started_at = _now_iso()
     stream = stream or ResourceNames(config.prefix).stream
@@ -185,6 +190,8 @@ def run_verify(
     store = Store(run.file(runs.VERIFY_STORE_FILE))
     try:
         ledger_reason = load_ledger(store, run.file(runs.LEDGER_FILE), stream, notes)
+        if ledger_reason:
+            store.set_meta(LEDGER_INCOMPLETE, ledger_reason)
         load_claims(store, run.file(runs.CLAIMS_FILE), stream, details)
         if run.file(runs.METRICS_FILE).exists():
             try:
@@ -196,6 +203,8 @@ def run_verify(
                 store, config, stream, details, clients, timeout_s, progress, clock, sleep, wall_ms
             )
         if not reasons:
+            store.set_meta(READ_COMPLETE, _now_iso())
+            store.set_meta(READ_DETAILS, json.dumps(details, default=str))
             t0 = time.perf_counter()
             store.finalize()
             result = reconcile(store.db, tolerance_ms=tolerance_ms)
@@ -208,6 +217,17 @@ def run_verify(
         incomplete=reasons,
         ledger_incomplete=ledger_reason,
     )
+    return _write_report(run, config, decision, started_at, result, details)
+
+
+def _write_report(
+    run: runs.RunDir,
+    config: HarnessConfig,
+    decision: Any,
+    started_at: str,
+    result: Reconciliation | None,
+    details: dict[str, Any],
+) -> VerifyResult:
     report = build_report(
         run_id=run.run_id,
         pipeline=config.pipeline,
@@ -223,6 +243,70 @@ def run_verify(
     return VerifyResult(
         report, decision.verdict, EXIT_CODES[decision.verdict], json_path, html_path
     )
+
+
+READ_COMPLETE = "read_complete"
+READ_DETAILS = "read_details"
+LEDGER_INCOMPLETE = "ledger_incomplete"
+
+
+def stored_read_at(run_dir: Path) -> str | None:
+    """When a complete read of both regions was stored in this run's verify.sqlite, or None."""
+    path = runs.RunDir(Path(run_dir)).file(runs.VERIFY_STORE_FILE)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE name = ?", (READ_COMPLETE,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def _verify_stored(
+    run_dir: Path,
+    config: HarnessConfig,
+    fatal_duplicates: bool,
+    tolerance_ms: int,
+    stream: str | None,
+) -> VerifyResult:
+    """Reconcile the stored read again: the same checks, no network."""
+    run = runs.RunDir(Path(run_dir))
+    started_at = _now_iso()
+    read_at = stored_read_at(run.path)
+    if read_at is None:
+        raise VerifyUsageError(
+            f"--run-dir {run.path}: {runs.VERIFY_STORE_FILE} holds no complete read to re-check"
+        )
+    store = Store(run.file(runs.VERIFY_STORE_FILE), fresh=False)
+    try:
+        row = store.db.execute("SELECT value FROM meta WHERE name = ?", (READ_DETAILS,)).fetchone()
+        details: dict[str, Any] = json.loads(row[0]) if row else {}
+        details.setdefault("notes", []).append(
+            f"re-checked from {runs.VERIFY_STORE_FILE} (regions read at {read_at}); "
+            "the streams were not read again"
+        )
+        details["tolerance_ms"] = tolerance_ms
+        details["stream"] = stream or details.get("stream") or ResourceNames(config.prefix).stream
+        ledger = store.db.execute(
+            "SELECT value FROM meta WHERE name = ?", (LEDGER_INCOMPLETE,)
+        ).fetchone()
+        t0 = time.perf_counter()
+        store.finalize()
+        result = reconcile(store.db, tolerance_ms=tolerance_ms)
+        details.setdefault("timings_s", {})["reconcile"] = round(time.perf_counter() - t0, 3)
+    finally:
+        store.close()
+    decision = decide(
+        result.anomalies,
+        fatal_duplicates=fatal_duplicates,
+        incomplete=[],
+        ledger_incomplete=ledger[0] if ledger else None,
+    )
+    return _write_report(run, config, decision, started_at, result, details)
 
 
 def _read_regions(

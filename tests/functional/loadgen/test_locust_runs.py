@@ -108,6 +108,18 @@ def test_headless_run_ends_valid(tmp_path: Path):
     assert not (tmp_path / "runs" / "latest" / "endpoints.json").exists()
     assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
 
+    # Verify again after the run: its endpoint is gone, so the stored read is re-checked and
+    # the report comes out the same.
+    again = subprocess.run(
+        [sys.executable, "-m", "xrh", "verify", "--run-dir", "runs/latest", "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "re-checking the read stored in verify.sqlite" in again.stderr
+    rerun = report(tmp_path)
+    for field in ("verdict", "counts", "anomalies", "watermark", "lag_ms"):
+        assert rerun[field] == rep[field], field
+
 
 def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Path):
     code, out, err = run_locust(
