@@ -30,6 +30,7 @@ from loadgen.options import LoadOptions, public_dict
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
 from xrh.errors import EXIT_UNKNOWN
+from xrh.processes import stop_process
 from xrh.resources import ResourceNames
 
 Say = Callable[[str], None]
@@ -239,14 +240,8 @@ class Orchestrator:
         return f"the replicator exited with code {code}; see replicator-a.log"
 
     def _stop_replicator(self, state: RunState) -> None:
-        process = state.replicator
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        if state.replicator is not None:
+            stop_process(state.replicator)
         if state.replicator_log is not None:
             state.replicator_log.close()
             state.replicator_log = None

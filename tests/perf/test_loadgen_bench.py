@@ -39,6 +39,7 @@ from loadgen.templates import DEFAULT_TEMPLATE, compile_template
 from replicator.core.putrecords import EntryResult, PutEntry
 from xrh.aws import AwsClients
 from xrh.config import Side, parse_config
+from xrh.processes import stop_process
 from xrh.resources import ResourceNames
 
 SECONDS = 5.0
@@ -139,12 +140,7 @@ def null_endpoint():
         port = int(proc.stdout.readline())  # type: ignore[union-attr]
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,10 @@ from typing import IO, Any
 
 from xrh.config import EndpointMode, HarnessConfig, Side
 from xrh.errors import EndpointError, UsageError
+from xrh.processes import stop_process
 from xrh.runs import ENDPOINTS_FILE, LATEST
 
 STARTUP_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -158,16 +158,7 @@ class EmbeddedEndpoint:
         region = self._regions[side]
         process, region.process = region.process, None
         if process is not None:
-            if process.poll() is None:
-                try:
-                    os.kill(process.pid, signal.SIGCONT)  # a paused server cannot exit
-                    process.terminate()
-                    process.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=STOP_TIMEOUT_S)
-                except ProcessLookupError:
-                    pass
+            stop_process(process)
             if process.stdout is not None:
                 process.stdout.close()
         if region.log is not None:
