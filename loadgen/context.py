@@ -20,12 +20,20 @@ from xrh.config import HarnessConfig, Side
 from xrh.resources import ResourceNames
 
 
+def producer_name(run_id: str, node: str, index: int) -> str:
+    """``<run id>/<node>u<index>``: traces (``<producer>-<seq>``) then name their run, so a
+    second run against the same stream (LocalStack, AWS) never reuses a trace, and verify tells
+    this run's records from other runs' (DESIGN.md, "Records and identity")."""
+    return f"{run_id}/{node}u{index}" if run_id else f"{node}u{index}"
+
+
 @dataclass
 class LoadContext:
     config: HarnessConfig
     options: LoadOptions
     ledger: LedgerSink
     node: str  # "l" for a local runner, "w<index>" for a worker
+    run_id: str  # names the run in every trace, so runs sharing a stream never collide
     pool_size: int = 50
     report: RequestReport | None = None
     producers: list[Producer] = field(default_factory=list)
@@ -52,9 +60,11 @@ class LoadContext:
 
     def new_producer(self) -> tuple[Producer, Pacer]:
         self._count += 1
-        producer_id = f"{self.node}u{self._count}"
+        producer_id = producer_name(self.run_id, self.node, self._count)
         seed = self.options.seed
-        rng = _random.Random(f"{seed}:{producer_id}") if seed is not None else _random.Random()
+        # Seeded by the node-local name, not the run id: a seed reproduces its load in any run.
+        local = f"{self.node}u{self._count}"
+        rng = _random.Random(f"{seed}:{local}") if seed is not None else _random.Random()
         renderer = self.options.template.bind(rng=rng, producer=producer_id)
         keyspace = self.options.keyspace.build(rng)
         sink = KinesisSink(self.clients.client("kinesis", Side.A))

@@ -314,7 +314,7 @@ def _on_test_start(environment: Any, **_: Any) -> None:
         )
         node.say(f"{len(workers)} worker(s) set up")
     else:
-        node.context = LoadContext(state.config, node.options, state.ledger, "l",
+        node.context = LoadContext(state.config, node.options, state.ledger, "l", state.run.run_id,
                                    pool_size=node.pool_size(), report=node.report)  # fmt: skip
     node.say("producing...")
 
@@ -394,7 +394,7 @@ def _on_setup(environment: Any, msg: Any, **_: Any) -> None:
     node.forwarder = LedgerForwarder(
         runner.client_id, lambda d: runner.send_message(MESSAGE_TYPE, d)
     )
-    node.context = LoadContext(config, node.options, node.forwarder, worker,
+    node.context = LoadContext(config, node.options, node.forwarder, worker, msg.data["run"],
                                pool_size=node.pool_size(), report=node.report)  # fmt: skip
     node.flusher = gevent.spawn(_flush_loop, node.forwarder)
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS ledger (
-    trace            TEXT    NOT NULL,  -- '<producer>-<seq>', the record's identity
+    trace            TEXT    NOT NULL,  -- '<producer>-<seq>' (producer '<run id>/<node>u<n>'), unique across runs
     producer         TEXT    NOT NULL,
     seq              INTEGER NOT NULL,  -- gap-free per producer
     attempt          INTEGER NOT NULL DEFAULT 1,
