@@ -38,6 +38,7 @@ ANOMALY_KINDS = (
     "stale",
     "diverged",
     "checkpoint_ahead",
+    "looped",
 )
 
 

@@ -16,11 +16,13 @@ from verify.checks import (
     Anomaly,
     check_diverged,
     check_duplicated,
+    check_looped,
     check_lost,
     check_phantom,
     check_reordered,
-    check_stale_stream,
+    check_stale,
     counts,
+    foreign_details,
     tally,
     verified_watermark,
 )
@@ -38,6 +40,7 @@ class Reconciliation:
     lag: LagResult
     watermark_claimed_ms: int | None
     watermark_verified_ms: int | None
+    foreign: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,10 @@ def reconcile(
         check_duplicated(db, limit, tallied),
         check_reordered(db, limit, tallied),
         check_phantom(db, limit, tallied),
-        check_stale_stream(),
+        check_stale(db, limit),
         check_diverged(db, limit, tallied),
         check_checkpoint_ahead(db, tolerance_ms, limit),
+        check_looped(db, limit, tallied),
     ]
     anomalies = {a.kind: a for a in found}
     assert tuple(anomalies) == ANOMALY_KINDS
@@ -71,6 +75,7 @@ def reconcile(
         compute_lag(db),
         None if claimed is None else int(claimed[0]),
         verified_watermark(db, tallied),
+        foreign_details(tallied),
     )
 
 
@@ -79,9 +84,10 @@ _DESCRIBE = {
     "duplicated": "{n} record(s) duplicated in the target (fatal by --fatal-duplicates)",
     "reordered": "{n} record(s) have their last target copy out of their key's source order",
     "phantom": "{n} record(s) in the target are in neither the source nor the ledger",
-    "stale": "{n} item(s) in the target are older than the source",
+    "stale": "{n} key(s) end on a different record in the target than in the source",
     "diverged": "{n} record(s) differ between source and target",
     "checkpoint_ahead": "{n} watermark claim(s) said the target held records it did not",
+    "looped": "{n} record(s) came back into the region they were written to",
 }
 
 

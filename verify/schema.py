@@ -16,8 +16,22 @@ position beside its target position) is recorded then, by triggers, while the re
 - ``order_suspects``: the keys whose order the check must examine (see the trigger).
 
 The first copy of each side keeps its columns (readers deliver each shard in order, parents
-before children); later copies count, flag a difference in data or partition key and, in the
-target, move the ``t_last_*`` position (the order check compares last copies).
+before children); later copies count, flag a difference in data or partition key and move the
+side's ``*_last_ord`` position (the order check compares the target's last copies with the
+source's last copies: a producer's resend leaves a2, a1, a2 in the source itself).
+
+Direction and ownership, per identity:
+
+- ``origin`` is the region the record was written to (``'a'`` or ``'b'``, from the ledger's
+  region; ``'a'`` for records no ledger row names). Copies read in the origin region are the
+  source side, copies read in the other region the target side, so a record written to B after
+  a failover and lost on its way to A is lost like any other. Positions (``*_ord``) are only
+  comparable within one origin: order and staleness are judged per (origin, partition key).
+- ``own`` is 1 for this run's records (a ledger row, or a trace that names this run; every
+  record when there is no ledger). Other runs' records and records nobody in this run wrote are
+  foreign: counted in the details, never an anomaly, and never used to hide one.
+- ``l_copies``: the ledger attempts that may have written a copy (``ok`` or ``unknown``); more
+  source copies than that came back from the other region (a loop).
 """
 
 from __future__ import annotations
@@ -33,20 +47,21 @@ ODD = (
 
 SCHEMA_TEMPLATE = """
 CREATE TABLE ids (
-    ident INTEGER PRIMARY KEY, trace TEXT, key TEXT,
+    ident INTEGER PRIMARY KEY, trace TEXT, key TEXT, own INTEGER, origin TEXT,
     s_n INTEGER, s_pk TEXT, s_shard TEXT, s_seq TEXT, s_ord INTEGER, s_commit INTEGER,
-    s_arr INTEGER, s_dhash INTEGER, s_diff INTEGER,
+    s_arr INTEGER, s_dhash INTEGER, s_diff INTEGER, s_last_ord INTEGER,
     t_n INTEGER, t_pk TEXT, t_shard TEXT, t_seq TEXT, t_ord INTEGER, t_commit INTEGER,
     t_arr INTEGER, t_dhash INTEGER, t_diff INTEGER,
     t_last_ord INTEGER, t_last_shard TEXT, t_last_seq TEXT,
     l_status TEXT, l_pk TEXT, l_key TEXT, l_commit INTEGER, l_shard TEXT, l_seq TEXT,
-    l_attempts INTEGER
+    l_attempts INTEGER, l_copies INTEGER
 );
-CREATE INDEX ids_order ON ids (t_pk, t_last_ord, s_ord)
+CREATE INDEX ids_order ON ids (origin, t_pk, t_last_ord, s_last_ord, own)
     WHERE s_n IS NOT NULL AND t_n IS NOT NULL;
 CREATE INDEX ids_odd ON ids (ident) WHERE {ODD};
 CREATE INDEX ids_status ON ids (l_status) WHERE l_status IS NOT NULL;
-CREATE INDEX ids_times ON ids (s_arr, t_arr, s_commit) WHERE s_n IS NOT NULL;
+CREATE INDEX ids_times ON ids (s_arr, t_arr, s_commit, origin, own) WHERE s_n IS NOT NULL;
+CREATE INDEX ids_foreign ON ids (ident) WHERE own IS NOT 1;
 CREATE TABLE order_suspects (pk TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE src (ident INTEGER NOT NULL, shard TEXT NOT NULL, seq TEXT NOT NULL,
     arrival_ms INTEGER NOT NULL);
@@ -60,9 +75,14 @@ CREATE TABLE lag_time (sec INTEGER PRIMARY KEY, n INTEGER NOT NULL, total INTEGE
 CREATE TABLE rates (side TEXT NOT NULL, sec INTEGER NOT NULL, n INTEGER NOT NULL,
     lo INTEGER NOT NULL, hi INTEGER NOT NULL, commit_max INTEGER,
     PRIMARY KEY (side, sec)) WITHOUT ROWID;
+-- A claim (L, H, W) for records of one origin: every record of that origin with commit <= W
+-- that reached its source by L was in the target by H. A claim the replicator logged is
+-- (t, t, W); one verify saw in the target's checkpoint table at H had appeared after the
+-- previous look, L (or at H itself when nothing was seen before).
 CREATE TABLE claims (
     id INTEGER PRIMARY KEY, claimed_at_ms INTEGER NOT NULL, watermark_ms INTEGER NOT NULL,
-    replicator_id TEXT, origin TEXT NOT NULL
+    replicator_id TEXT, origin TEXT NOT NULL, seen_at_ms INTEGER NOT NULL,
+    source_side TEXT NOT NULL DEFAULT 'a'
 );
 CREATE TABLE dead_letters (
     ident INTEGER, trace TEXT, pk TEXT, key TEXT, reason TEXT, location TEXT NOT NULL
@@ -85,69 +105,78 @@ BEGIN
                                   mx = MAX(mx, excluded.mx);
     -- The order check need only look at keys where this record's neighbours in (key, last
     -- copy) order are out of source order, or where copies moved (a duplicate).
-    INSERT INTO order_suspects SELECT new.t_pk WHERE new.t_n > 1
-        OR EXISTS (SELECT 1 FROM (SELECT s_ord, t_last_ord FROM ids
-                                  WHERE t_pk = new.t_pk AND t_last_ord <= new.t_last_ord
+    INSERT INTO order_suspects SELECT new.t_pk WHERE new.t_n > 1 OR new.s_n > 1
+        OR EXISTS (SELECT 1 FROM (SELECT s_last_ord, t_last_ord FROM ids
+                                  WHERE origin IS new.origin AND t_pk = new.t_pk
+                                    AND t_last_ord <= new.t_last_ord
                                     AND ident != new.ident
                                     AND s_n IS NOT NULL AND t_n IS NOT NULL
                                   ORDER BY t_last_ord DESC LIMIT 1) AS p
-                   WHERE p.s_ord > new.s_ord OR p.t_last_ord = new.t_last_ord)
-        OR EXISTS (SELECT 1 FROM (SELECT s_ord, t_last_ord FROM ids
-                                  WHERE t_pk = new.t_pk AND t_last_ord >= new.t_last_ord
+                   WHERE p.s_last_ord > new.s_last_ord OR p.t_last_ord = new.t_last_ord)
+        OR EXISTS (SELECT 1 FROM (SELECT s_last_ord, t_last_ord FROM ids
+                                  WHERE origin IS new.origin AND t_pk = new.t_pk
+                                    AND t_last_ord >= new.t_last_ord
                                     AND ident != new.ident
                                     AND s_n IS NOT NULL AND t_n IS NOT NULL
                                   ORDER BY t_last_ord LIMIT 1) AS q
-                   WHERE q.s_ord < new.s_ord OR q.t_last_ord = new.t_last_ord)
+                   WHERE q.s_last_ord < new.s_last_ord OR q.t_last_ord = new.t_last_ord)
         ON CONFLICT DO NOTHING;
 END;
 
--- A later target copy of a paired record moves it in the order: its key is a suspect.
-CREATE TRIGGER ids_moved AFTER UPDATE OF t_n ON ids
-WHEN old.t_n IS NOT NULL AND new.s_n IS NOT NULL
+-- A later copy of a paired record (either side) moves it in the order: its key is a suspect.
+CREATE TRIGGER ids_moved AFTER UPDATE OF s_n, t_n ON ids
+WHEN old.s_n IS NOT NULL AND old.t_n IS NOT NULL
 BEGIN
     INSERT INTO order_suspects VALUES (new.t_pk) ON CONFLICT DO NOTHING;
 END;
 
 -- The per-side views the tables used to be, for a person reading verify.sqlite.
-CREATE VIEW src_id AS SELECT ident, s_n AS n, s_ord AS ord, trace, key, s_pk AS pk,
+CREATE VIEW src_id AS SELECT ident, s_n AS n, s_ord AS ord, s_last_ord AS last_ord, trace, key,
+    own, origin, s_pk AS pk,
     s_shard AS shard, s_seq AS seq, s_commit AS commit_ts, s_arr AS arrival_ms,
     s_dhash AS dhash, s_diff AS diff FROM ids WHERE s_n IS NOT NULL;
 CREATE VIEW tgt_id AS SELECT ident, t_n AS n, t_ord AS ord, t_last_ord AS last_ord, trace, key,
+    own, origin,
     t_pk AS pk, t_shard AS shard, t_seq AS seq, t_commit AS commit_ts, t_arr AS arrival_ms,
     t_dhash AS dhash, t_diff AS diff FROM ids WHERE t_n IS NOT NULL;
 CREATE VIEW led_id AS SELECT ident, trace, l_status AS status, l_pk AS pk, l_key AS key,
-    l_commit AS commit_ts, l_shard AS shard_id, l_seq AS seq, l_attempts AS attempts
-    FROM ids WHERE l_status IS NOT NULL;
+    l_commit AS commit_ts, l_shard AS shard_id, l_seq AS seq, l_attempts AS attempts,
+    l_copies AS copies, origin FROM ids WHERE l_status IS NOT NULL;
 """
 SCHEMA = SCHEMA_TEMPLATE.replace("{ODD}", ODD)
 
 
 def upsert_side(prefix: str) -> str:
-    """Parameters ?1..?10: ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash."""
+    """Parameters ?1..?12: ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash,
+    own, origin."""
     cols = [f"{prefix}_{c}" for c in SIDE_COLUMNS]
-    n, diff = f"{prefix}_n", f"{prefix}_diff"
+    n, diff, last = f"{prefix}_n", f"{prefix}_diff", f"{prefix}_last_ord"
     first = ",\n    ".join(
         f"{c} = CASE WHEN {n} IS NULL THEN excluded.{c} ELSE {c} END" for c in cols
     )
-    insert_cols = ["ident", "trace", "key", *cols, n, diff]
-    values = [f"?{i}" for i in range(1, 11)] + ["1", "0"]
-    last = ""
+    insert_cols = ["ident", "trace", "key", *cols, "own", "origin", n, diff, last]
+    values = [f"?{i}" for i in range(1, 13)] + ["1", "0", "?7"]
+    newer = f"{n} IS NULL OR excluded.{prefix}_ord >= {last}"
+    moves = f"""
+    {last} = CASE WHEN {newer} THEN excluded.{prefix}_ord ELSE {last} END"""
     if prefix == "t":
-        insert_cols += ["t_last_ord", "t_last_shard", "t_last_seq"]
-        values += ["?7", "?5", "?6"]
-        newer = "t_n IS NULL OR excluded.t_ord >= t_last_ord"
-        last = f""",
+        insert_cols += ["t_last_shard", "t_last_seq"]
+        values += ["?5", "?6"]
+        moves += f""",
     t_last_shard = CASE WHEN {newer} THEN excluded.t_shard ELSE t_last_shard END,
-    t_last_seq = CASE WHEN {newer} THEN excluded.t_seq ELSE t_last_seq END,
-    t_last_ord = CASE WHEN {newer} THEN excluded.t_ord ELSE t_last_ord END"""
+    t_last_seq = CASE WHEN {newer} THEN excluded.t_seq ELSE t_last_seq END"""
+    # SQLite evaluates every SET expression against the old row, so the CASEs above all see
+    # the same old position.
     return f"""
 INSERT INTO ids ({", ".join(insert_cols)}) VALUES ({", ".join(values)})
 ON CONFLICT (ident) DO UPDATE SET
     trace = COALESCE(trace, excluded.trace),
     key = COALESCE(key, excluded.key),
+    own = MAX(COALESCE(own, 0), excluded.own),
+    origin = COALESCE(origin, excluded.origin),
     {diff} = CASE WHEN {n} IS NULL THEN 0 ELSE ({diff} OR excluded.{prefix}_dhash != {prefix}_dhash
                   OR excluded.{prefix}_pk != {prefix}_pk) END,
-    {first}{last},
+    {first},{moves},
     {n} = COALESCE({n}, 0) + 1
 """
 
@@ -155,10 +184,14 @@ ON CONFLICT (ident) DO UPDATE SET
 # An identity is acknowledged if any attempt was, else unknown if any was, else failed; the
 # position is the acknowledged attempt's (or the first attempt's).
 UPSERT_LEDGER = """
-INSERT INTO ids (ident, trace, l_status, l_pk, l_key, l_commit, l_shard, l_seq, l_attempts)
-VALUES (?,?,?,?,?,?,?,?,1)
+INSERT INTO ids (ident, trace, l_status, l_pk, l_key, l_commit, l_shard, l_seq, origin, own,
+                 l_attempts, l_copies)
+VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,1,1,?3 IN ('ok', 'unknown'))
 ON CONFLICT (ident) DO UPDATE SET
     trace = COALESCE(trace, excluded.trace),
+    own = 1,
+    origin = COALESCE(origin, excluded.origin),
+    l_copies = COALESCE(l_copies, 0) + excluded.l_copies,
     l_status = CASE WHEN l_status = 'ok' OR excluded.l_status = 'ok' THEN 'ok'
                     WHEN l_status = 'unknown' OR excluded.l_status = 'unknown' THEN 'unknown'
                     ELSE 'fail' END,

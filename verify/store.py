@@ -6,6 +6,11 @@ identity, layout in :mod:`verify.schema`), so the grouping work, the lag histogr
 order index are built while the network reads go on, and the checks afterwards are single scans,
 never Python dictionaries of everything. Every copy is also kept in ``src`` / ``tgt`` (shard,
 sequence number, arrival) for examples.
+
+Which side a copy is on depends on where its record was written (DESIGN.md, "Ledger": the
+ledger's region): :meth:`Store.add_read` takes the region a copy was read in and makes it the
+source side in the record's origin region, the target side in the other. Load the ledger
+first (:meth:`Store.import_ledger`), so every record of it knows its origin before any copy.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from verify.model import StoreSide, StreamRecord, identify, trace_ident
+from verify.model import Identity, StoreSide, StreamRecord, identify, trace_ident
 from verify.schema import SCHEMA, UPSERT_LEDGER, UPSERT_RATES, upsert_side
 from xrh.contracts import WatermarkClaim
 
@@ -46,7 +51,11 @@ def _per_second(side: StoreSide, rows: list[tuple]) -> list[tuple]:
 class Store:
     """Write side (batched inserts) and read side (a connection for the checks)."""
 
-    def __init__(self, path: Path | str, *, fresh: bool = True) -> None:
+    def __init__(
+        self, path: Path | str, *, fresh: bool = True, own_prefix: str | None = None
+    ) -> None:
+        """``own_prefix``: traces that start with it are this run's (``'<run id>/'``); None
+        means every record is (no ledger, no run: two streams compared alone)."""
         self.path = Path(path) if str(path) != ":memory:" else None
         if fresh and self.path is not None:
             for suffix in ("", "-journal", "-wal"):
@@ -60,36 +69,56 @@ class Store:
             self.db.executescript(SCHEMA)
         self._pending: dict[StoreSide, list[tuple]] = {StoreSide.SOURCE: [], StoreSide.TARGET: []}
         self.counts = {StoreSide.SOURCE: 0, StoreSide.TARGET: 0}
-        self._positions: dict[tuple[StoreSide, str], int] = {}
+        self._positions: dict[tuple[str, str], int] = {}
+        self._own_prefix = own_prefix
+        self._origin_b: set[int] = set()  # records the ledger says were written to region B
         self.finalized = False
 
     # ------------------------------------------------------------------ writing
 
     def add(self, side: StoreSide, record: StreamRecord) -> None:
-        """One record as read; its position in its shard is the order it arrives in."""
+        """One record as read, on a side chosen by the caller (a record written to region A:
+        the source is A's stream, the target B's)."""
         ident = identify(record.partition_key, record.data)
-        key = (side, record.shard_id)
+        region = "a" if side is StoreSide.SOURCE else "b"
+        self.add_row(side, self._row(region, record, ident, "a"))
+
+    def add_read(self, region: str, record: StreamRecord) -> None:
+        """One record as read in ``region`` (``'a'`` or ``'b'``): the source side if the record
+        was written there, else the target side. Its position in its shard is the order it
+        arrives in (callers deliver each shard in order)."""
+        ident = identify(record.partition_key, record.data)
+        origin = "b" if ident.ident in self._origin_b else "a"
+        side = StoreSide.SOURCE if region == origin else StoreSide.TARGET
+        self.add_row(side, self._row(region, record, ident, origin))
+
+    def _row(self, region: str, record: StreamRecord, ident: Identity, origin: str) -> tuple:
+        key = (region, record.shard_id)
         position = self._positions.get(key, 0) + 1
         self._positions[key] = position
-        self.add_row(
-            side,
-            (
-                ident.ident,
-                ident.trace,
-                ident.key,
-                record.partition_key,
-                record.shard_id,
-                record.sequence_number,
-                (record.generation << POSITION_BITS) + position,
-                ident.commit_ts,
-                record.arrival_ms,
-                ident.data_hash,
-            ),
+        prefix = self._own_prefix
+        own = 1 if prefix is None or (ident.trace or "").startswith(prefix) else 0
+        return (
+            ident.ident,
+            ident.trace,
+            ident.key,
+            record.partition_key,
+            record.shard_id,
+            record.sequence_number,
+            (record.generation << POSITION_BITS) + position,
+            ident.commit_ts,
+            record.arrival_ms,
+            ident.data_hash,
+            own,
+            origin,
         )
 
     def add_row(self, side: StoreSide, row: tuple) -> None:
-        """A row of (ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash);
-        tests and benchmarks plant these directly."""
+        """A row of (ident, trace, key, pk, shard, seq, ord, commit_ts, arrival_ms, dhash[,
+        own, origin]); tests and benchmarks plant these directly (own 1, origin 'a' if left
+        out)."""
+        if len(row) == 10:
+            row = (*row, 1, "a")
         pending = self._pending[side]
         pending.append(row)
         self.counts[side] += 1
@@ -113,11 +142,17 @@ class Store:
             self._flush(side)
 
     def add_ledger_rows(self, rows: Iterable[tuple]) -> int:
-        """Rows of (trace, status, partition_key, key, commit_ts, shard_id, seq)."""
+        """Rows of (trace, status, partition_key, key, commit_ts, shard_id, seq[, origin]):
+        origin ``'a'`` or ``'b'``, the region the attempt wrote to (``'a'`` if left out)."""
         n = 0
         batch: list[tuple] = []
+        origin_b = self._origin_b
         for row in rows:
-            batch.append((trace_ident(row[0]), *row[:7]))
+            ident = trace_ident(row[0])
+            origin = row[7] if len(row) > 7 and row[7] in ("a", "b") else "a"
+            if origin == "b":
+                origin_b.add(ident)
+            batch.append((ident, *row[:7], origin))
             if len(batch) >= BATCH:
                 n += self._insert_ledger(batch)
         return n + self._insert_ledger(batch)
@@ -141,33 +176,56 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    def import_ledger(self, ledger_path: Path, stream: str) -> int:
-        """Copy the attempts at ``stream`` from a ledger.sqlite (opened read-only)."""
+    def import_ledger(self, ledger_path: Path, stream: str, region_b: str | None = None) -> int:
+        """Copy the attempts at ``stream`` from a ledger.sqlite (opened read-only); attempts
+        whose region is ``region_b`` were written to region B (after a failover)."""
         source = sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True)
         try:
             cursor = source.execute(
                 "SELECT trace, status, partition_key, key, commit_ts, shard_id, "
-                "sequence_number FROM ledger WHERE target = ? OR target LIKE ?",
-                (stream, f"%/{stream}"),
+                "sequence_number, CASE WHEN region = ? THEN 'b' ELSE 'a' END "
+                "FROM ledger WHERE target = ? OR target LIKE ?",
+                (region_b, stream, f"%/{stream}"),
             )
             return self.add_ledger_rows(cursor)
         finally:
             source.close()
 
-    def add_claims(self, claims: Iterable[WatermarkClaim], origin: str = "claims.jsonl") -> None:
+    def add_claims(
+        self,
+        claims: Iterable[WatermarkClaim],
+        origin: str = "claims.jsonl",
+        source_side: str = "a",
+    ) -> None:
+        """Claims the replicator logged itself: made and in force at the same instant."""
+        self.add_observed_claims(
+            ((c.claimed_at_ms, c.claimed_at_ms, c.watermark_ms, c.replicator_id, source_side)
+             for c in claims), origin
+        )  # fmt: skip
+
+    def add_observed_claims(self, rows: Iterable[tuple], origin: str = "claims.jsonl") -> None:
+        """Rows of (claimed_at_ms, seen_at_ms, watermark_ms, replicator_id, source_side)."""
         with self._transaction():
             self.db.executemany(
-                "INSERT INTO claims (claimed_at_ms, watermark_ms, replicator_id, origin) "
-                "VALUES (?,?,?,?)",
-                [(c.claimed_at_ms, c.watermark_ms, c.replicator_id, origin) for c in claims],
+                "INSERT INTO claims (claimed_at_ms, seen_at_ms, watermark_ms, replicator_id, "
+                "source_side, origin) VALUES (?,?,?,?,?,?)",
+                [(*row, origin) for row in rows],
             )
 
-    def add_claim(self, claimed_at_ms: int, watermark_ms: int, replicator_id: str, origin: str):
-        self.db.execute(
-            "INSERT INTO claims (claimed_at_ms, watermark_ms, replicator_id, origin) "
-            "VALUES (?,?,?,?)",
-            (claimed_at_ms, watermark_ms, replicator_id, origin),
-        )
+    def add_claim(
+        self,
+        claimed_at_ms: int,
+        watermark_ms: int,
+        replicator_id: str,
+        origin: str,
+        *,
+        seen_at_ms: int | None = None,
+        source_side: str = "a",
+    ) -> None:
+        self.add_observed_claims(
+            [(claimed_at_ms, seen_at_ms if seen_at_ms is not None else claimed_at_ms,
+              watermark_ms, replicator_id, source_side)], origin
+        )  # fmt: skip
 
     def add_dead_letter(
         self, partition_key: str | None, data: bytes | None, reason: str, location: str

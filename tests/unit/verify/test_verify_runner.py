@@ -110,6 +110,7 @@ def test_clean_copy_is_valid_with_the_exact_schema(tmp_path):
     assert set(report) == TOP_KEYS
     assert set(report["anomalies"]) == {
         "lost", "duplicated", "reordered", "phantom", "stale", "diverged", "checkpoint_ahead",
+        "looped",
     }  # fmt: skip
     assert report["counts"] == {
         "acknowledged": 30, "failed": 0, "unknown": 0, "source_records": 30, "target_records": 30,
