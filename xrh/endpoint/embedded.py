@@ -8,10 +8,16 @@ in order) and ask the kernel to terminate them if the harness dies.
 While it runs, ``endpoints.json`` in the run directory and in the runs folder says where the
 servers listen, so that other processes of the same run (``xrh provision`` in another terminal,
 the replicator, verify) find them with :func:`resolve_config`.
+
+Injected faults (:mod:`xrh.faults`): ``faults`` and ``seed`` are given to both servers when they
+start (a restarted region gets the endpoint's current faults), and :meth:`set_faults` changes
+them at runtime through each server's admin path, ``POST /_xrh/faults``. Each injected fault is
+appended to ``faults.jsonl`` in ``run_dir`` (if any) or to the log ``set_faults`` names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -28,10 +34,13 @@ from typing import IO, Any
 
 from xrh.config import EndpointMode, HarnessConfig, Side
 from xrh.errors import EndpointError, UsageError
+from xrh.faults import FAULTS_FILE, parse_faults
 from xrh.processes import stop_process
 from xrh.runs import ENDPOINTS_FILE, LATEST
 
 STARTUP_TIMEOUT_S = 60.0
+ADMIN_TIMEOUT_S = 10.0
+FAULTS_ADMIN_PATH = "/_xrh/faults"  # xrh.endpoint.fault_injection.ADMIN_PATH, not imported here
 
 
 @dataclass(slots=True)
@@ -48,7 +57,9 @@ class EmbeddedEndpoint:
     """Start both regions' servers on enter, stop them on exit.
 
     ``config`` is the caller's configuration; :attr:`config` returns it with the URLs resolved.
-    ``run_dir`` (optional) receives ``endpoints.json`` and the servers' logs.
+    ``run_dir`` (optional) receives ``endpoints.json``, the servers' logs and ``faults.jsonl``.
+    ``faults`` (a spec, :mod:`xrh.faults`) and ``seed`` are injected from the start; a bad spec
+    raises UsageError here, before any server starts.
     """
 
     def __init__(
@@ -58,7 +69,13 @@ class EmbeddedEndpoint:
         run_dir: Path | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
         patched: bool = True,
+        faults: str | None = None,
+        seed: int | None = None,
     ) -> None:
+        plan = parse_faults(faults, source="faults")
+        self._faults = plan.spec if plan else None
+        self._seed = seed
+        self._faults_log: Path | None = run_dir / FAULTS_FILE if run_dir else None
         self._base = config
         self._run_dir = run_dir
         self._startup_timeout = startup_timeout
@@ -140,7 +157,15 @@ class EmbeddedEndpoint:
             str(region.port),
             "--parent-pid",
             str(os.getpid()),
+            "--side",
+            side.value,
         ] + ([] if self._patched else ["--unpatched"])
+        if self._faults:
+            command += ["--faults", self._faults]
+        if self._seed is not None:
+            command += ["--seed", str(self._seed)]
+        if self._faults_log is not None:
+            command += ["--faults-log", str(self._faults_log)]
         region.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -179,6 +204,76 @@ class EmbeddedEndpoint:
                 f"region {side.value.upper()} of the embedded endpoint is not running"
             )
         os.kill(process.pid, signum)
+
+    # ------------------------------------------------------------------ faults
+
+    @property
+    def faults(self) -> str | None:
+        """The fault spec in force (normalised), None when there is none."""
+        return self._faults
+
+    @property
+    def faults_log(self) -> Path | None:
+        return self._faults_log
+
+    def set_faults(
+        self, spec: str | None, *, seed: int | None = None, log: Path | None = None
+    ) -> None:
+        """Inject ``spec`` from now on in both running regions (None: no faults).
+
+        ``seed`` None keeps the endpoint's seed; ``log`` None keeps the current log file. The
+        decisions start afresh from the seed. A stopped region gets these faults when it is
+        started again. Raises UsageError for a bad spec, EndpointError if a running server
+        does not take it (a paused region, for example, times out).
+        """
+        plan = parse_faults(spec, source="faults")
+        self._faults = plan.spec if plan else None
+        if seed is not None:
+            self._seed = seed
+        if log is not None:
+            self._faults_log = Path(log)
+        payload = {
+            "spec": self._faults,
+            "seed": self._seed,
+            "log": str(self._faults_log) if self._faults_log is not None else None,
+        }
+        for side, region in self._regions.items():
+            if region.process is None or region.process.poll() is not None or not region.url:
+                continue
+            self._post_faults(side, region.url, payload)
+
+    def fault_status(self, side: Side) -> dict[str, Any]:
+        """What one running server says about its faults (spec, seed, log, counts)."""
+        url = self.url(side) + FAULTS_ADMIN_PATH
+        try:
+            with urllib.request.urlopen(url, timeout=ADMIN_TIMEOUT_S) as response:  # noqa: S310
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise EndpointError(
+                f"region {side.value.upper()} did not report its faults: {exc}"
+            ) from None
+
+    def _post_faults(self, side: Side, url: str, payload: dict[str, Any]) -> None:
+        request = urllib.request.Request(  # noqa: S310 - our own server on 127.0.0.1
+            url + FAULTS_ADMIN_PATH,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT_S) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail).get("error", detail)
+            raise EndpointError(
+                f"region {side.value.upper()} refused the faults {payload['spec']!r}: {detail}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise EndpointError(
+                f"region {side.value.upper()} did not take the faults {payload['spec']!r}: {exc}"
+            ) from None
 
     # ------------------------------------------------------------------ helpers
 

@@ -4,6 +4,10 @@ Started by :class:`xrh.endpoint.embedded.EmbeddedEndpoint` as ``python -m xrh.en
 It prints one JSON line (``{"url": ..., "pid": ..., "region": ...}``) once it listens, serves until
 SIGTERM or SIGINT, and exits 0. A process per region keeps the regions separate failure domains:
 one can be stopped, paused or restarted alone.
+
+moto's application is wrapped in :class:`~xrh.endpoint.fault_injection.FaultInjector`, which
+injects the faults of ``--faults`` (:mod:`xrh.faults`) for this server's ``--side`` and takes new
+ones at runtime on ``POST /_xrh/faults``. A bad ``--faults`` exits 3 with one line on stderr.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unpatched", action="store_true", help="plain moto, for comparison benchmarks"
     )
+    parser.add_argument("--side", choices=["a", "b"], default="a", help="which region this is")
+    parser.add_argument("--faults", default=None, help="fault spec (xrh.faults); none by default")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault decisions")
+    parser.add_argument("--faults-log", default=None, help="faults.jsonl to append to")
     args = parser.parse_args(argv)
 
     _parent_death_signal()
@@ -44,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the parent died before prctl took effect
 
     from xrh.endpoint import moto_patches
+    from xrh.endpoint.fault_injection import FaultInjector
+    from xrh.errors import EXIT_USAGE, UsageError
 
     if not args.unpatched:
         moto_patches.apply()
@@ -59,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         def log_request(self, *_args: object, **_kwargs: object) -> None:
             """One log line per request would cost more than the request."""
 
-    app = DomainDispatcherApplication(create_backend_app)
+    app = FaultInjector(
+        DomainDispatcherApplication(create_backend_app), side=args.side, region=args.region
+    )
+    try:
+        app.configure(args.faults, seed=args.seed, log=args.faults_log)
+    except (UsageError, OSError) as exc:
+        print(f"xrh.endpoint.server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=QuietHandler)
     server.daemon_threads = True
 
