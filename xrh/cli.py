@@ -36,22 +36,44 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _endpoint_command(args: argparse.Namespace) -> int:
+    import os
+
     from xrh.endpoint import EmbeddedEndpoint
+    from xrh.faults import FAULTS_ENV, parse_faults
     from xrh.runs import create_run
 
     config = config_from_options(args)
+    # Flags win over the environment (--faults '' turns XRH_FAULTS off); checked before any start.
+    faults, faults_source = (
+        (args.faults, "--faults")
+        if args.faults is not None
+        else (os.environ.get(FAULTS_ENV), FAULTS_ENV)
+    )
+    plan = parse_faults(faults, source=faults_source)
+    if plan is not None and (config.endpoint_url_a or config.endpoint_mode.value == "aws"):
+        raise UsageError(
+            f"{faults_source}: faults are injected by the embedded endpoint only; "
+            "drop --endpoint-url*/--endpoint aws (or the fault spec)"
+        )
     if config.endpoint_url_a or config.endpoint_mode.value == "aws":
         raise UsageError(
             "xrh endpoint starts the embedded endpoint; it takes no --endpoint* option"
         )
-    run = create_run(config.runs_dir, {**config.to_public_dict(), "command": "endpoint"})
+    spec = plan.spec if plan else None
+    run = create_run(
+        config.runs_dir,
+        {**config.to_public_dict(), "command": "endpoint", "faults": spec, "seed": args.seed},
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with EmbeddedEndpoint(config, run_dir=run.path) as endpoint:
+    with EmbeddedEndpoint(config, run_dir=run.path, faults=spec, seed=args.seed) as endpoint:
         print(f"region A {config.region_a}: {endpoint.url_of('a')}")
         print(f"region B {config.region_b}: {endpoint.url_of('b')}")
         print(f"run directory: {run.path}")
+        if spec:
+            seeded = f" (seed {args.seed})" if args.seed is not None else ""
+            print(f"injecting faults{seeded}: {spec}; each one logged to {endpoint.faults_log}")
         print(
             "use: xrh provision --pipeline kinesis "
             f"--endpoint-url-a {endpoint.url_of('a')} --endpoint-url-b {endpoint.url_of('b')}"
@@ -155,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     endpoint = sub.add_parser("endpoint", help="start the embedded two-region endpoint and wait")
     add_common_options(endpoint)
+    endpoint.add_argument(
+        "--faults",
+        default=None,
+        help="inject faults: REGION:Operation:kind=value,... with kinds partial, throttle, "
+        "error, lost-answer (probability 0..1) and latency (ms), e.g. "
+        "'a:PutRecords:partial=0.05,b:*:latency=20' [env XRH_FAULTS]",
+    )
+    endpoint.add_argument("--seed", type=int, default=None, help="seed of the fault decisions")
     endpoint.set_defaults(handler=_endpoint_command)
 
     provision = sub.add_parser(
