@@ -2,18 +2,26 @@
 
 Registered on Locust's parser (shown in the web UI too) by :mod:`loadgen.locust_users`, next to
 the harness's common options (:func:`xrh.config.add_common_options`). Everything is checked
-here, before any load: a bad template or keyspace stops the run with a message naming the
-option and the value (exit code 3).
+here, before any load: a bad template, keyspace or fault spec stops the run with a message
+naming the option and the value (exit code 3).
+
+``--faults`` (or ``XRH_FAULTS`` when the flag is empty) is the spec of :mod:`xrh.faults`; the
+orchestrator gives it to the embedded endpoint once the run's resources are provisioned. Faults
+are injected by the embedded endpoint only, so a spec with ``--endpoint-url*`` or
+``--endpoint aws`` is a usage error.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import LoadgenUsageError
 from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
 from loadgen.templates import Template, compile_template, load_template_option
+from xrh.errors import UsageError
+from xrh.faults import FAULTS_ENV, parse_faults
 
 REPLICATOR_MODES = ("embedded", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
@@ -34,6 +42,7 @@ class LoadOptions:
     drain_timeout_s: float
     verify_timeout_s: float
     final_batch_timeout_s: float
+    faults: str | None = None  # a validated xrh.faults spec, injected by the embedded endpoint
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -66,6 +75,10 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--drain-timeout", type=float, default=120.0,
         help="seconds the replicator may take to catch up after load stops (default 120)")  # fmt: skip
     add("--verify-timeout", type=float, default=300.0, help="verify's time budget in seconds")
+    add("--faults", default="",
+        help="inject faults in the embedded endpoint: REGION:Operation:kind=value,... (kinds "
+        "partial, throttle, error, lost-answer with a probability, latency in ms), e.g. "
+        "'a:PutRecords:partial=0.05' [env XRH_FAULTS]")  # fmt: skip
 
 
 def _choice(value: Any, choices: tuple[str, ...], flag: str) -> str:
@@ -83,6 +96,26 @@ def _number(value: Any, flag: str, *, minimum: float, cast: type = float) -> Any
     if number < minimum:
         raise LoadgenUsageError(f"{flag} {number}: must be at least {minimum}")
     return number
+
+
+def _faults(parsed: Any) -> str | None:
+    """The fault spec (flag, else ``XRH_FAULTS``), validated; None when there is none."""
+    flag = getattr(parsed, "faults", None)
+    text, source = (flag, "--faults") if flag else (os.environ.get(FAULTS_ENV), FAULTS_ENV)
+    try:
+        plan = parse_faults(text, source=source)
+    except UsageError as exc:
+        raise LoadgenUsageError(str(exc)) from None
+    if plan is None:
+        return None
+    from xrh.config import EndpointMode, config_from_options
+
+    if config_from_options(parsed).endpoint_mode is not EndpointMode.EMBEDDED:
+        raise LoadgenUsageError(
+            f"{source}: faults are injected by the embedded endpoint only; "
+            "drop --endpoint-url*/--endpoint aws (or the fault spec)"
+        )
+    return plan.spec
 
 
 def load_options(parsed: Any) -> LoadOptions:
@@ -118,6 +151,7 @@ def load_options(parsed: Any) -> LoadOptions:
         drain_timeout_s=_number(g("drain_timeout", 120.0), "--drain-timeout", minimum=1),
         verify_timeout_s=_number(g("verify_timeout", 300.0), "--verify-timeout", minimum=1),
         final_batch_timeout_s=30.0,
+        faults=_faults(parsed),
     )
 
 
@@ -136,4 +170,5 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
         "verify": options.verify,
         "seed": options.seed,
         "load_shape": options.load_shape,
+        "faults": options.faults,
     }

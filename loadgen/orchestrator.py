@@ -136,6 +136,18 @@ class Orchestrator:
         from xrh.provision import provision
 
         provision(config)
+        # Faults start once the run's resources exist; each run logs them in its own directory.
+        if self.endpoint is not None:
+            self.endpoint.set_faults(
+                self.options.faults, seed=self.options.seed, log=run.file("faults.jsonl")
+            )
+        elif self.options.faults:
+            from loadgen.errors import LoadgenUsageError
+
+            raise LoadgenUsageError(
+                f"--faults {self.options.faults!r}: faults are injected by the embedded endpoint "
+                f"only, not with the {config.endpoint_mode.value} endpoint"
+            )
         ledger = LedgerWriter(run.file(runs.LEDGER_FILE))
         state = RunState(run, config, ledger, LedgerCollector(ledger), started_at=time.time())
         self.state = state
