@@ -144,6 +144,17 @@ def tally(db: sqlite3.Connection) -> dict[str, Any]:
     return out
 
 
+_MISSING = f"""
+SELECT COALESCE(SUM(l_status = 'ok' AND t_n IS NULL), 0) + COALESCE(SUM({SOURCE_ONLY}), 0)
+FROM ids INDEXED BY ids_odd WHERE {ODD}
+"""
+
+
+def missing_from_target(db: sqlite3.Connection) -> int:
+    """Records the target must hold and does not yet (what verify's settle waits for)."""
+    return int(db.execute(_MISSING, {"cutoff": source_cutoff(db)}).fetchone()[0])
+
+
 def has_ledger(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT EXISTS (SELECT 1 FROM ids WHERE l_status IS NOT NULL)").fetchone()[0]
 
@@ -371,10 +382,12 @@ _STALE = f"""
         UNION SELECT COALESCE(s_pk, t_pk) FROM ids INDEXED BY ids_odd WHERE {ODD} AND own IS 1),
     src AS (
         SELECT origin, s_pk AS pk, s_last_ord AS ord, ident FROM ids
-        WHERE own IS 1 AND s_n IS NOT NULL AND s_pk IN cand),
+        WHERE own IS 1 AND s_n IS NOT NULL AND s_pk IN cand
+          AND s_arr <= COALESCE(:cutoff, s_arr)),
     tgt AS (
         SELECT origin, t_pk AS pk, t_last_ord AS ord, ident FROM ids
-        WHERE own IS 1 AND t_n IS NOT NULL AND t_pk IN cand),
+        WHERE own IS 1 AND t_n IS NOT NULL AND t_pk IN cand
+          AND (s_arr IS NULL OR s_arr <= COALESCE(:cutoff, s_arr))),
     src_last AS (SELECT origin, pk, ident, MAX(ord) FROM src GROUP BY origin, pk),
     tgt_last AS (SELECT origin, pk, ident, MAX(ord) FROM tgt GROUP BY origin, pk)
     SELECT s.origin, s.pk, s.ident AS source_final, t.ident AS target_final
@@ -398,8 +411,9 @@ def _final(db: sqlite3.Connection, ident: int | None) -> dict[str, Any] | None:
 
 
 def check_stale(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
-    """Keys whose final record in the target is not their final record in the source."""
-    rows = db.execute(_STALE).fetchall()
+    """Keys whose final record in the target is not their final record in the source (among
+    the records that reached the source before verify began reading)."""
+    rows = db.execute(_STALE, {"cutoff": source_cutoff(db)}).fetchall()
     examples = []
     for origin, pk, source_final, target_final in rows[:limit]:
         source, target = _final(db, source_final), _final(db, target_final)

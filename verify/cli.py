@@ -36,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--run-dir: compare source and target streams alone")  # fmt: skip
     parser.add_argument("--fatal-duplicates", action="store_true",
                         help="duplicates make the verdict invalid (default: counted only)")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=300.0,
+    parser.add_argument("--timeout", "--verify-timeout", dest="timeout", type=float, default=300.0,
                         help="seconds allowed for reading both regions (default 300)")  # fmt: skip
+    parser.add_argument("--settle-seconds", type=float, default=30.0,
+                        help="how long the target may make no progress before what it lacks "
+                        "is called lost (default 30; bounded by --timeout)")  # fmt: skip
     parser.add_argument("--tolerance-ms", type=int, default=0,
                         help="clock tolerance for checkpoint claims, ms (default 0)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -163,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timeout is None or args.timeout <= 0:
         raise VerifyUsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
+    if args.settle_seconds is None or args.settle_seconds < 0:
+        raise VerifyUsageError(
+            f"--settle-seconds {args.settle_seconds}: must be 0 or more seconds"
+        )
     if args.tolerance_ms is None or args.tolerance_ms < 0:
         raise VerifyUsageError(f"--tolerance-ms {args.tolerance_ms}: must be 0 or more")
     incomplete: list[str] = []
@@ -207,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
         stream=args.stream,
         incomplete=[] if from_store else incomplete,
         from_store=from_store,
+        settle_s=args.settle_seconds,
     )
     print_summary(result.report)
     print(f"report: {result.report_json}  {result.report_html}")

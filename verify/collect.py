@@ -1,5 +1,5 @@
-"""Collecting what verify judges into the store: the ledger, the claims log, both regions'
-streams, the dead letters and the final checkpoint. Everything that talks to AWS is here;
+"""Collecting what verify judges into the store: the ledger, the claims (logged and observed),
+both regions' streams (followed until the target settles) and the dead letters. Everything that talks to AWS is here;
 :mod:`verify.runner` decides what to collect and reconciles afterwards.
 """
 
@@ -12,20 +12,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from verify.checks import SOURCE_CUTOFF, missing_from_target
+from verify.claims import (
+    LOGGED_ORIGIN,
+    OBSERVED_ORIGIN,
+    CheckpointSampler,
+    read_logged,
+    read_observed,
+    scoped_rows,
+)
 from verify.dead_letters import read_bucket
 from verify.errors import EndpointUnreachable
-from verify.kinesis_reader import error_code, is_connection_error, read_stream
+from verify.follower import StreamFollower, catch_up
+from verify.kinesis_reader import error_code, is_connection_error
 from verify.model import StoreSide
-from verify.reconcile import FINAL_CHECKPOINT
 from verify.store import Store
+from xrh import runs
 from xrh.config import HarnessConfig, Side
 from xrh.contracts import (
     LEDGER_COMPLETE_KEY,
-    WATERMARK_SHARD_ID,
-    WatermarkClaim,
-    checkpoint_scope,
 )
 from xrh.resources import ResourceNames
+
+DEFAULT_SETTLE_S = 30.0
+SETTLE_POLL_S = 1.0
 
 
 @contextmanager
@@ -48,13 +58,15 @@ def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int], None]]]
         yield task
 
 
-def load_ledger(store: Store, path: Path, stream: str, notes: list[str]) -> str | None:
+def load_ledger(
+    store: Store, path: Path, stream: str, notes: list[str], region_b: str | None = None
+) -> str | None:
     """Import the ledger; returns a reason when it is incomplete (verdict unknown)."""
     if not path.exists():
         notes.append("no ledger.sqlite: source and target compared without a ledger")
         return None
     try:
-        rows = store.import_ledger(path, stream)
+        rows = store.import_ledger(path, stream, region_b)
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             meta = db.execute(
@@ -70,55 +82,29 @@ def load_ledger(store: Store, path: Path, stream: str, notes: list[str]) -> str 
     return None
 
 
-def load_claims(store: Store, path: Path, stream: str, details: dict[str, Any]) -> None:
-    if not path.exists():
-        details["claims"] = {"file": False, "lines": 0}
-        return
-    good, bad, other = [], 0, 0
-    with path.open() as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                claim = WatermarkClaim.from_line(line)
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-                continue
-            if claim.stream != stream:
-                other += 1
-                continue
-            good.append(claim)
-            if len(good) >= 5000:
-                store.add_claims(good)
-                good.clear()
-    store.add_claims(good)
-    details["claims"] = {"file": True, "unparseable_lines": bad, "other_streams": other}
+def load_claims(
+    store: Store, run_path: Path, config: HarnessConfig, stream: str, details: dict[str, Any]
+) -> None:
+    """The replicator's own claims.jsonl and the observed-claims log of the run (the
+    orchestrator's looks at the checkpoint table), scoped to this stream's two directions."""
+    logged, bad_logged = read_logged(run_path / runs.CLAIMS_FILE)
+    observed, bad_observed = read_observed(run_path / runs.OBSERVED_CLAIMS_FILE)
+    logged_rows, logged_other = scoped_rows(config, stream, logged)
+    observed_rows, observed_other = scoped_rows(config, stream, observed)
+    store.add_observed_claims(logged_rows, LOGGED_ORIGIN)
+    store.add_observed_claims(observed_rows, OBSERVED_ORIGIN)
+    details["claims"] = {
+        "file": (run_path / runs.CLAIMS_FILE).exists(),
+        "logged_by_replicator": len(logged_rows),
+        "unparseable_lines": bad_logged + bad_observed,
+        "other_streams_or_regions": logged_other + observed_other,
+        "observed_in_checkpoint_table": len(observed_rows),
+    }
 
 
-def read_final_checkpoint(clients: Any, config: HarnessConfig, stream: str) -> dict | None:
-    names = ResourceNames(config.prefix)
-    scope = checkpoint_scope("kinesis", stream, config.region_a)
-    try:
-        item = (
-            clients.client("dynamodb", Side.B)
-            .get_item(
-                TableName=names.checkpoint_table,
-                Key={"scope": {"S": scope}, "shardId": {"S": WATERMARK_SHARD_ID}},
-                ConsistentRead=True,
-            )
-            .get("Item")
-        )
-    except Exception as exc:
-        if is_connection_error(exc):
-            raise EndpointUnreachable(
-                f"region B ({config.region_b}) endpoint not reachable: {exc}"
-            ) from exc
-        if error_code(exc) == "ResourceNotFoundException":
-            return None
-        raise
-    if not item or "watermarkMs" not in item:
-        return None
-    return {"scope": scope, "watermark_ms": int(item["watermarkMs"]["N"])}
+def _missing(store: Store) -> int:
+    store.flush()
+    return missing_from_target(store.db)
 
 
 def read_regions(
@@ -132,60 +118,101 @@ def read_regions(
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     wall_ms: Callable[[], int],
+    *,
+    settle_s: float = DEFAULT_SETTLE_S,
+    poll_s: float = SETTLE_POLL_S,
+    run_path: Path | None = None,
 ) -> list[str]:
-    """Fill the store from both regions; returns reasons the evidence is incomplete."""
+    """Fill the store from both regions and return reasons the evidence is incomplete.
+
+    Both streams are followed concurrently (:mod:`verify.follower`). Then verify settles: while
+    a record the target must hold (acknowledged, or in its source before verify began) is not
+    there, it reads again, for as long as the target makes progress, giving up after
+    ``settle_s`` without any, or at the ``timeout_s`` deadline; only then is what is missing
+    lost. A last pass reads both sources once more, so a record that landed in a source while
+    the other region was read is matched, not phantom. Every pass first looks at the
+    checkpoint tables, so the claims verify files itself bracket what the target held."""
     if clients is None:
         from xrh.aws import AwsClients
 
-        clients = AwsClients(config, max_attempts=2, connect_timeout=3.0, read_timeout=30.0)
+        clients = AwsClients(
+            config, max_attempts=4, connect_timeout=3.0, read_timeout=30.0,
+            max_pool_connections=2 * (config.shards + 4) * 2,
+        )  # fmt: skip
     deadline = clock() + timeout_s
-    reads: dict[str, Any] = {}
-    details["reads"] = reads
-    details["timings_s"] = {}
-    reasons: list[str] = []
+    log_path = run_path / runs.OBSERVED_CLAIMS_FILE if run_path is not None else None
+    sampler = CheckpointSampler(clients, config, stream, log_path=log_path, observer="verify",
+                                wall_ms=wall_ms)  # fmt: skip
+    followers = [
+        (StreamFollower(clients.client("kinesis", side), stream, label=side.value, clock=clock,
+                        sleep=sleep),
+         lambda record, _region=side.value: store.add_read(_region, record))
+        for side in (Side.A, Side.B)
+    ]  # fmt: skip
+    store.set_meta(SOURCE_CUTOFF, str(wall_ms()))
+    timings: dict[str, Any] = {}
+    details["timings_s"] = timings
     t0 = time.perf_counter()
+    settle: dict[str, Any] = {"settle_seconds": settle_s, "passes": 0, "waited_s": 0.0}
+    details["settle"] = settle
     with _progress(progress) as task:
-        for label, side, store_side in (
-            ("source", Side.A, StoreSide.SOURCE),
-            ("target", Side.B, StoreSide.TARGET),
-        ):
-            region = config.region(side)
+        bars = {f.label: task(f"reading {f.where()}") for f, _ in followers}
 
-            def add(record: Any, _side: StoreSide = store_side) -> None:
-                store.add(_side, record)
-
+        def read_pass() -> list[str]:
+            sampler.look()
             try:
-                stats = read_stream(
-                    clients.client("kinesis", side), stream, add, deadline=deadline, clock=clock,
-                    sleep=sleep, on_progress=task(f"reading {label} {stream} in {region}"),
-                )  # fmt: skip
+                stats = catch_up(followers, deadline=deadline, clock=clock,
+                                 on_progress=lambda label, n: bars[label](n))  # fmt: skip
             except EndpointUnreachable as exc:
-                url = config.endpoint_url(side) or "AWS"
-                return [f"region {side.name} ({region}) endpoint {url} is not reachable: {exc}"]
+                return [str(exc)]
             except Exception as exc:
                 if error_code(exc) == "ResourceNotFoundException":
-                    return [f"stream {stream} not found in region {side.name} ({region})"]
+                    return [f"stream {stream} not found: {exc}"]
                 raise
-            reads[label] = stats.to_json()
-            if not stats.complete:
-                reasons.append(
-                    f"{label} stream {stream} in {region} not read to its end within "
-                    f"{timeout_s:g} s (unfinished shards: {', '.join(stats.unfinished)})"
-                )
+            settle["passes"] += 1
+            return [
+                f"stream {stream} in region {label.upper()} not read to its end within "
+                f"{timeout_s:g} s (unfinished shards: {', '.join(s.unfinished)})"
+                for label, s in stats.items() if not s.complete
+            ]  # fmt: skip
+
+        reasons = read_pass()
+        timings["first_read"] = round(time.perf_counter() - t0, 3)
+        missing = _missing(store) if not reasons else 0
+        settle["missing_after_first_read"] = missing
+        waited_from = last_progress = clock()
+        copies = store.counts[StoreSide.TARGET]
+        # Settling ends early enough to leave the last pass a fifth of the time budget.
+        settle_deadline = deadline - max(2.0, 0.2 * timeout_s)
+        while missing and not reasons:
+            if clock() >= settle_deadline:
+                settle["stopped_by"] = "verify timeout"
+                break
+            if clock() - last_progress >= settle_s:
+                settle["stopped_by"] = f"no progress for {settle_s:g} s"
+                break
+            sleep(min(poll_s, max(0.0, settle_deadline - clock())))
+            reasons = read_pass()
+            now_missing = _missing(store)
+            if now_missing < missing or store.counts[StoreSide.TARGET] > copies:
+                last_progress = clock()
+            missing, copies = now_missing, store.counts[StoreSide.TARGET]
+        settle["waited_s"] = round(clock() - waited_from, 3) if settle["passes"] > 1 else 0.0
+        settle["missing_after_settle"] = missing
+        if not reasons:
+            reasons = read_pass()  # the sources once more: nothing the target got is phantom
     store.flush()
-    details["timings_s"]["read"] = round(time.perf_counter() - t0, 3)
+    timings["read"] = round(time.perf_counter() - t0, 3)
+    details["reads"] = {f.label: f.stats.to_json() for f, _ in followers}
+    details["claims_sampling"] = sampler.summary()
+    store.add_observed_claims(scoped_rows(config, stream, sampler.observed)[0], OBSERVED_ORIGIN)
+    if reasons:
+        return reasons
     try:
-        checkpoint = read_final_checkpoint(clients, config, stream)
-        dead = read_dead_letters(store, clients, config)
+        details["dead_letters"] = read_dead_letters(store, clients, config)
     except EndpointUnreachable as exc:
         return [str(exc)]
-    details["dead_letters"] = dead
-    if checkpoint is not None:
-        store.add_claim(wall_ms(), checkpoint["watermark_ms"], "checkpoint", FINAL_CHECKPOINT)
-        details["final_checkpoint"] = checkpoint
-    else:
-        details["final_checkpoint"] = None
-    return reasons
+    return []
 
 
 def read_dead_letters(store: Store, clients: Any, config: HarnessConfig) -> dict[str, Any]:

@@ -15,16 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from verify.collect import load_claims, load_ledger, read_regions
+from verify.collect import DEFAULT_SETTLE_S, load_claims, load_ledger, read_regions
 from verify.errors import VerifyUsageError
 from verify.html_report import render_html
-from verify.model import Verdict
+from verify.model import StoreSide, Verdict
 from verify.reconcile import Reconciliation, decide, reconcile
 from verify.report import build_report
 from verify.store import Store
 from xrh import runs
-from xrh.config import HarnessConfig
+from xrh.config import EndpointMode, HarnessConfig
 from xrh.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID
+from xrh.faults import read_fault_log
 from xrh.resources import ResourceNames
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -63,13 +64,16 @@ def run_verify(
     wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     incomplete: list[str] | None = None,
     from_store: bool = False,
+    settle_s: float = DEFAULT_SETTLE_S,
 ) -> VerifyResult:
     """Verify one run directory; writes verify.sqlite, report.json and report.html there.
 
-    ``incomplete`` carries reasons known before starting (e.g. the CLI found no endpoint): the
-    reads are skipped and the verdict is unknown. ``from_store`` re-checks the complete read an
-    earlier verify of this run kept in verify.sqlite, without reading the regions again (the
-    embedded endpoint stops with its run); see :func:`stored_read_at`.
+    ``incomplete`` carries reasons known before starting (the replicator did not drain, the CLI
+    found no endpoint): the verdict is unknown, but whatever can be read is read and reported,
+    so an unknown verdict still shows its evidence. ``from_store`` re-checks the complete read
+    an earlier verify of this run kept in verify.sqlite, without reading the regions again (the
+    embedded endpoint stops with its run); see :func:`stored_read_at`. ``settle_s``: how long
+    the target may make no progress before what it lacks is called lost.
     """
     if from_store:
         return _verify_stored(run_dir, config, fatal_duplicates, tolerance_ms, stream)
@@ -86,28 +90,41 @@ def run_verify(
     reasons = list(incomplete or [])
     result: Reconciliation | None = None
     ledger_reason: str | None = None
-    store = Store(run.file(runs.VERIFY_STORE_FILE))
+    ledger_path = run.file(runs.LEDGER_FILE)
+    # This run's records: traces that name it (loadgen.context.producer_name) or ledger rows.
+    own_prefix = f"{run.run_id}/" if ledger_path.exists() else None
+    store = Store(run.file(runs.VERIFY_STORE_FILE), own_prefix=own_prefix)
     try:
-        ledger_reason = load_ledger(store, run.file(runs.LEDGER_FILE), stream, notes)
+        ledger_reason = load_ledger(store, ledger_path, stream, notes, config.region_b)
         if ledger_reason:
             store.set_meta(LEDGER_INCOMPLETE, ledger_reason)
-        load_claims(store, run.file(runs.CLAIMS_FILE), stream, details)
+        load_claims(store, run.path, config, stream, details)
+        details["faults"] = read_fault_log(run.file(runs.FAULTS_FILE))
         if run.file(runs.METRICS_FILE).exists():
             try:
                 details["replicator_metrics"] = run.read_json(runs.METRICS_FILE)
             except ValueError:
                 notes.append(f"{runs.METRICS_FILE} is not valid JSON")
-        if not reasons:
-            reasons += read_regions(
-                store, config, stream, details, clients, timeout_s, progress, clock, sleep, wall_ms
-            )
+        read_reasons = ["no endpoint to read from"]
+        if clients is not None or _has_endpoints(config):
+            read_reasons = read_regions(
+                store, config, stream, details, clients, timeout_s, progress, clock, sleep,
+                wall_ms, settle_s=settle_s, run_path=run.path,
+            )  # fmt: skip
+            reasons += [r for r in read_reasons if r not in reasons]
         if not reasons:
             store.set_meta(READ_COMPLETE, _now_iso())
             store.set_meta(READ_DETAILS, json.dumps(details, default=str))
+        if store.counts[StoreSide.SOURCE] or store.counts[StoreSide.TARGET]:
+            if reasons:
+                notes.append(
+                    "the evidence is incomplete (see reasons): the counts below are what was "
+                    "read, and the verdict stays unknown"
+                )
             t0 = time.perf_counter()
             store.finalize()
             result = reconcile(store.db, tolerance_ms=tolerance_ms)
-            details["timings_s"]["reconcile"] = round(time.perf_counter() - t0, 3)
+            details.setdefault("timings_s", {})["reconcile"] = round(time.perf_counter() - t0, 3)
     finally:
         store.close()
     decision = decide(
@@ -119,6 +136,12 @@ def run_verify(
     return _write_report(run, config, decision, started_at, result, details)
 
 
+def _has_endpoints(config: HarnessConfig) -> bool:
+    return config.endpoint_mode is EndpointMode.AWS or bool(
+        config.endpoint_url_a and config.endpoint_url_b
+    )
+
+
 def _write_report(
     run: runs.RunDir,
     config: HarnessConfig,
@@ -127,6 +150,17 @@ def _write_report(
     result: Reconciliation | None,
     details: dict[str, Any],
 ) -> VerifyResult:
+    """report.json and report.html. A verify that could not finish (verdict unknown: endpoints
+    gone, nothing stored) never replaces an earlier report of the run: it writes
+    report-<time>.json and .html beside it."""
+    json_name, html_name = runs.REPORT_JSON, runs.REPORT_HTML
+    if decision.verdict is Verdict.UNKNOWN and run.file(runs.REPORT_JSON).exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        json_name, html_name = f"report-{stamp}.json", f"report-{stamp}.html"
+        details.setdefault("notes", []).append(
+            f"verify could not finish: the run's earlier {runs.REPORT_JSON} was kept and this "
+            f"report is {json_name}"
+        )
     report = build_report(
         run_id=run.run_id,
         pipeline=config.pipeline,
@@ -136,8 +170,8 @@ def _write_report(
         result=result,
         details=details,
     )
-    json_path = run.write_json(runs.REPORT_JSON, report)
-    html_path = run.file(runs.REPORT_HTML)
+    json_path = run.write_json(json_name, report)
+    html_path = run.file(html_name)
     html_path.write_text(render_html(report))
     return VerifyResult(
         report, decision.verdict, EXIT_CODES[decision.verdict], json_path, html_path

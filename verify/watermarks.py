@@ -6,6 +6,14 @@ A claim (t, W) says: at wall time t the target held every source record with com
 commit_ts <= W that reached the *source* after t are "late": the claim could not know them, so
 they are reported as information, not as an anomaly.
 
+Claims come from two places. The replicator's own ``claims.jsonl`` gives t exactly. Verify
+does not take the replicator's word for it, though: it (and the orchestrator during a run)
+samples the target's checkpoint table and files each new value W it sees at H with L, the time
+of the previous look (the value appeared in between; at the first look ever, L = H). Such a claim
+is held to: every record of its direction with commit <= W that reached the source by L was in
+the target by H. ``claimed_at_ms`` is L, ``seen_at_ms`` is H (equal for logged claims). Claims
+are scoped by direction (``source_side``) and judge only this run's records of that direction.
+
 Two passes, both bounded in memory:
 
 - records that did reach the target: a range join from each record to the claims made while it
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from verify.checks import EXAMPLES, Anomaly, _clean, _rows
+from verify.claims import OBSERVED_ORIGIN
 from verify.schema import ODD
 from xrh.contracts import iso_ms
 
@@ -38,14 +47,16 @@ class Claim:
     watermark_ms: int
     replicator_id: str | None
     origin: str
+    seen_at_ms: int
+    source_side: str
 
 
 def _claims(db: sqlite3.Connection) -> list[Claim]:
     return [
         Claim(*row)
         for row in db.execute(
-            "SELECT id, claimed_at_ms, watermark_ms, replicator_id, origin FROM claims "
-            "ORDER BY claimed_at_ms, id"
+            "SELECT id, claimed_at_ms, watermark_ms, replicator_id, origin, seen_at_ms, "
+            "source_side FROM claims ORDER BY claimed_at_ms, id"
         )
     ]
 
@@ -56,22 +67,24 @@ _IN_FLIGHT = """
     SELECT c.id, s.ident, MIN(s.s_commit)
     FROM ids AS s INDEXED BY ids_times CROSS JOIN claims AS c
     WHERE s.s_n IS NOT NULL AND s.s_commit IS NOT NULL AND s.t_arr IS NOT NULL
-      AND s.t_arr - :tol > s.s_arr
+      AND s.own IS 1 AND s.t_arr - :tol > s.s_arr
       AND c.claimed_at_ms >= s.s_arr AND c.claimed_at_ms < s.t_arr - :tol
-      AND c.watermark_ms >= s.s_commit
+      AND c.seen_at_ms < s.t_arr - :tol
+      AND c.watermark_ms >= s.s_commit AND c.source_side IS s.origin
     GROUP BY c.id
 """
 _NEVER_ARRIVED = f"""
-    SELECT ident, s_commit, s_arr FROM ids INDEXED BY ids_odd
-    WHERE {ODD} AND s_commit IS NOT NULL AND s_n IS NOT NULL AND t_n IS NULL
+    SELECT ident, s_commit, s_arr, origin FROM ids INDEXED BY ids_odd
+    WHERE {ODD} AND s_commit IS NOT NULL AND s_n IS NOT NULL AND t_n IS NULL AND own IS 1
     ORDER BY s_arr
 """
 _LATE = """
     FROM ids AS s INDEXED BY ids_times
     WHERE s.s_n IS NOT NULL AND s.s_commit IS NOT NULL AND s.s_arr > s.s_commit
+      AND s.own IS 1
       AND EXISTS (SELECT 1 FROM claims c
                   WHERE c.claimed_at_ms >= s.s_commit AND c.claimed_at_ms < s.s_arr
-                    AND c.watermark_ms >= s.s_commit)
+                    AND c.watermark_ms >= s.s_commit AND c.source_side IS s.origin)
 """
 
 
@@ -88,12 +101,15 @@ def check_checkpoint_ahead(
     }
     never = db.execute(_NEVER_ARRIVED)
     pending = never.fetchone()
-    oldest: tuple[int, int] | None = None  # (commit_ts, ident) among never-arrived so far
+    # per direction: (commit_ts, ident) of the oldest never-arrived record so far
+    oldest_by_side: dict[str, tuple[int, int]] = {}
     for claim in claims:
         while pending is not None and pending[2] <= claim.claimed_at_ms:
-            if oldest is None or pending[1] < oldest[0]:
-                oldest = (pending[1], pending[0])
+            seen = oldest_by_side.get(pending[3])
+            if seen is None or pending[1] < seen[0]:
+                oldest_by_side[pending[3]] = (pending[1], pending[0])
             pending = never.fetchone()
+        oldest = oldest_by_side.get(claim.source_side)
         if oldest is not None and oldest[0] <= claim.watermark_ms:
             current = worst.get(claim.id)
             if current is None or oldest[0] < current[0]:
@@ -130,12 +146,12 @@ def check_checkpoint_ahead(
 def _ahead_example(
     db: sqlite3.Connection, claim: Claim, ident: int, tolerance_ms: int
 ) -> dict[str, Any]:
-    t, w = claim.claimed_at_ms, claim.watermark_ms
+    t, w, seen = claim.claimed_at_ms, claim.watermark_ms, claim.seen_at_ms
     missing = db.execute(
         """SELECT COUNT(*) FROM ids INDEXED BY ids_times
-           WHERE s_n IS NOT NULL AND s_arr <= ? AND s_commit <= ?
-             AND (t_arr IS NULL OR t_arr > ?)""",
-        (t, w, t + tolerance_ms),
+           WHERE s_n IS NOT NULL AND s_arr <= ? AND s_commit <= ? AND own IS 1
+             AND origin IS ? AND (t_arr IS NULL OR t_arr > ?)""",
+        (t, w, claim.source_side, seen + tolerance_ms),
     ).fetchone()[0]
     record = _rows(
         db,
@@ -150,7 +166,9 @@ def _ahead_example(
         {
             "origin": claim.origin,
             "replicator_id": claim.replicator_id,
+            "direction": f"{claim.source_side} -> {'b' if claim.source_side == 'a' else 'a'}",
             "claimed_at": iso_ms(t),
+            "seen_at": iso_ms(seen) if seen != t else None,
             "watermark": iso_ms(w),
             "claimed_at_ms": t,
             "watermark_ms": w,
@@ -159,9 +177,15 @@ def _ahead_example(
             "trace": record["trace"],
             "record": _clean(record),
             "explanation": (
-                f"claimed at {iso_ms(t)} that the target held every record committed by "
-                f"{iso_ms(w)}; {record['trace'] or 'a record'} (committed "
-                f"{iso_ms(record['commit_ts'])}) was in the source but "
+                (
+                    f"claimed at {iso_ms(t)}"
+                    if claim.origin != OBSERVED_ORIGIN
+                    else f"seen in the target's checkpoint table at {iso_ms(seen)}"
+                    + (f" (set after {iso_ms(t)})" if t != seen else "")
+                )
+                + f" that the target held every record committed by {iso_ms(w)}; "
+                f"{record['trace'] or 'a record'} (committed {iso_ms(record['commit_ts'])}) "
+                f"was in the source by then but "
                 + (
                     "never reached the target"
                     if record["target_arrival_ms"] is None

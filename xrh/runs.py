@@ -7,6 +7,8 @@ writes and reads the same paths:
 - ``endpoints.json``     URLs (and pids) of the embedded endpoint while it runs
 - ``ledger.sqlite``      every producer write attempt (loadgen)
 - ``claims.jsonl``       every watermark claim of the replicator (wall time, W)
+- ``observed-claims.jsonl`` every watermark value seen in the target's checkpoint table (verify)
+- ``faults.jsonl``       every fault the embedded endpoint injected
 - ``replicator-*.log``   replicator logs; ``replicator-metrics.json`` its counters
 - ``verify.sqlite``, ``report.json``, ``report.html``  (verify)
 """
@@ -28,6 +30,8 @@ CONFIG_FILE = "config.json"
 ENDPOINTS_FILE = "endpoints.json"
 LEDGER_FILE = "ledger.sqlite"
 CLAIMS_FILE = "claims.jsonl"
+OBSERVED_CLAIMS_FILE = "observed-claims.jsonl"
+FAULTS_FILE = "faults.jsonl"
 METRICS_FILE = "replicator-metrics.json"
 VERIFY_STORE_FILE = "verify.sqlite"
 REPORT_JSON = "report.json"

@@ -61,6 +61,7 @@ class FakeClients:
             ("kinesis", Side.A): source,
             ("kinesis", Side.B): target,
             ("dynamodb", Side.B): dynamo or FakeDynamo(),
+            ("dynamodb", Side.A): FakeDynamo(),  # no B -> A checkpoints
             ("s3", Side.A): s3 or FakeS3(),
             ("s3", Side.B): s3 or FakeS3(),
         }
@@ -92,7 +93,76 @@ def stream(records):
 
 
 def verify(tmp_path, clients, **kw):
+    kw.setdefault("settle_s", 0)  # the planted faults are final: no waiting for a replicator
     return run_verify(tmp_path, CONFIG, clients=clients, progress=False, **kw)
+
+
+class SlowReplicator:
+    """A fake clock whose sleep lets a replicator copy ``per_second`` more records into the
+    target's only shard (a Lambda with some iterator age), until ``pending`` is empty."""
+
+    def __init__(self, target, pending, per_second):
+        self.now, self.target, self.pending, self.per_second = 0.0, target, pending, per_second
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        due = int(self.now * self.per_second)
+        shard = self.target.shards["shardId-0"][2]
+        while self.pending and len(shard) < due:
+            shard.append(self.pending.pop(0))
+
+
+def test_slow_replicator_is_waited_for_and_nothing_is_called_lost(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    target = stream([])
+    slow = SlowReplicator(target, [record(i, lag=12_000) for i in range(30)], per_second=3)
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(30)]), target),
+                    clock=slow.clock, sleep=slow.sleep, settle_s=5)  # fmt: skip
+    assert result.verdict.value == "valid", result.report["reasons"]
+    settle = result.report["details"]["settle"]
+    assert settle["missing_after_first_read"] >= 20 and settle["missing_after_settle"] == 0
+    assert settle["waited_s"] >= 9  # 30 records at 3/s
+    assert result.report["counts"]["target_records"] == 30
+
+
+def test_nothing_replicating_is_lost_after_settle_seconds_without_progress(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 10)
+    target = stream([])
+    slow = SlowReplicator(target, [], per_second=0)
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(10)]), target),
+                    clock=slow.clock, sleep=slow.sleep, settle_s=4)  # fmt: skip
+    assert result.verdict.value == "invalid"
+    assert result.report["anomalies"]["lost"]["count"] == 10
+    settle = result.report["details"]["settle"]
+    assert settle["stopped_by"] == "no progress for 4 s"
+    assert 4 <= settle["waited_s"] < 6
+
+
+def test_settle_is_bounded_by_the_verify_timeout(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    target = stream([])
+    slow = SlowReplicator(target, [record(i, lag=60_000) for i in range(30)], per_second=1)
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(30)]), target),
+                    clock=slow.clock, sleep=slow.sleep, settle_s=5, timeout_s=10)  # fmt: skip
+    settle = result.report["details"]["settle"]
+    assert settle["stopped_by"] == "verify timeout"
+    assert 0 < result.report["anomalies"]["lost"]["count"] < 30
+
+
+def test_without_a_ledger_records_reaching_the_source_after_verify_began_are_not_lost(tmp_path):
+    source = [record(i) for i in range(10)]  # arrivals T0 .. T0 + 90 ms
+    target = [record(i, lag=5) for i in range(6)]
+    result = verify(tmp_path, FakeClients(stream(source), stream(target)),
+                    wall_ms=lambda: T0 + 55)  # fmt: skip
+    assert result.report["anomalies"]["lost"]["count"] == 0
+    assert result.report["details"]["anomaly_details"]["lost"][
+        "arrived_after_verify_began"] == 4  # fmt: skip
+    early = verify(tmp_path, FakeClients(stream(source), stream(target[:4])),
+                   wall_ms=lambda: T0 + 55)  # fmt: skip
+    assert early.report["anomalies"]["lost"]["count"] == 2
 
 
 def test_clean_copy_is_valid_with_the_exact_schema(tmp_path):
@@ -197,3 +267,78 @@ def test_html_has_every_chart_and_the_anomaly_table_and_is_offline(tmp_path):
     assert parser.external == []
     html = result.report_html.read_text()
     assert "p-7" in html and "<polyline" in html and "<rect" in html
+
+
+def test_checkpoint_published_before_copying_is_caught_without_any_claims_log(tmp_path):
+    """The replicator under test writes no claims.jsonl; verify looks at B's checkpoint table
+    itself and sees W covering records the target does not have yet."""
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    target = stream([])
+    slow = SlowReplicator(target, [record(i, lag=12_000) for i in range(30)], per_second=10)
+    result = verify(tmp_path, FakeClients(stream([record(i) for i in range(30)]), target,
+                                          FakeDynamo(watermark_ms=T0 + 290)),
+                    clock=slow.clock, sleep=slow.sleep, settle_s=5,
+                    wall_ms=lambda: T0 + 1_000)  # fmt: skip
+    assert not (tmp_path / "claims.jsonl").exists()
+    ahead = result.report["anomalies"]["checkpoint_ahead"]
+    assert result.verdict.value == "invalid" and ahead["count"] >= 1
+    example = ahead["examples"][0]
+    assert "seen in the target's checkpoint table" in example["explanation"]
+    assert example["direction"] == "a -> b"
+    observed = (tmp_path / "observed-claims.jsonl").read_text().splitlines()
+    assert len(observed) == 1 and json.loads(observed[0])["watermark_ms"] == T0 + 290
+
+
+def test_checkpoint_published_after_copying_holds(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    recs = [record(i) for i in range(30)]
+    result = verify(tmp_path, FakeClients(stream(recs), stream([record(i, lag=5) for i in
+                                                                 range(30)]),
+                                          FakeDynamo(watermark_ms=T0 + 290)),
+                    wall_ms=lambda: T0 + 1_000)  # fmt: skip
+    assert result.verdict.value == "valid", result.report["reasons"]
+    assert result.report["details"]["anomaly_details"]["checkpoint_ahead"]["claims_checked"] == 1
+
+
+def test_claims_of_other_streams_and_regions_are_not_held_against_this_run(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    lines = [
+        WatermarkClaim(T0 + 300, T0 + 290, "other-stream", "us-east-1", "us-east-2", "r"),
+        WatermarkClaim(T0 + 300, T0 + 290, STREAM, "eu-west-1", "us-east-2", "r"),
+    ]
+    (tmp_path / "claims.jsonl").write_text("".join(c.to_line() for c in lines))
+    recs = [record(i) for i in range(30)]
+    result = verify(tmp_path, FakeClients(stream(recs), stream([record(i, lag=50_000)
+                                                                 for i in range(30)])))
+    assert result.report["anomalies"]["checkpoint_ahead"]["count"] == 0
+    assert result.report["details"]["claims"]["other_streams_or_regions"] == 2
+
+
+def test_reverify_that_cannot_read_keeps_the_earlier_report(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 3)
+    recs = [record(i) for i in range(3)]
+    first = verify(tmp_path, FakeClients(stream(recs), stream(recs)))
+    assert first.verdict.value == "valid"
+    before = (tmp_path / "report.json").read_text()
+    gone = stream([])
+    gone.faults = {1: EndpointConnectionError(endpoint_url="http://127.0.0.1:1")}
+    other = stream([])
+    other.faults = {1: EndpointConnectionError(endpoint_url="http://127.0.0.1:2")}
+    again = verify(tmp_path, FakeClients(gone, other))
+    assert again.verdict.value == "unknown"
+    assert (tmp_path / "report.json").read_text() == before
+    assert again.report_json.name.startswith("report-") and again.report_json.exists()
+    assert again.report_html.exists() and again.report_html != first.report_html
+
+
+def test_unknown_verdict_still_reads_and_reports_what_it_found(tmp_path):
+    write_ledger(tmp_path / "ledger.sqlite", 10)
+    recs = [record(i) for i in range(10)]
+    result = verify(tmp_path, FakeClients(stream(recs), stream(recs[:8])),
+                    incomplete=["the replicator did not drain within 120s"])  # fmt: skip
+    report = result.report
+    assert result.exit_code == 2 and report["verdict"] == "unknown"
+    assert report["reasons"] == ["the replicator did not drain within 120s"]
+    assert report["counts"]["source_records"] == 10 and report["counts"]["target_records"] == 8
+    assert report["anomalies"]["lost"]["count"] == 2
+    assert any("evidence is incomplete" in note for note in report["details"]["notes"])
