@@ -6,7 +6,9 @@ the caller declares, avoiding botocore's "Connection pool is full, discarding co
 
 botocore's own retries are a setting: producers and the replicator retry themselves (only the
 failed entries, with their own backoff) and pass ``max_attempts=1`` so that a timeout surfaces
-as "unknown" instead of being resent blindly.
+as "unknown" instead of being resent blindly. ``max_attempts`` counts every attempt, the first
+included (botocore's ``total_max_attempts``): botocore's own ``max_attempts`` counts retries,
+so ``1`` there means two sends, and a lost answer would silently write a record twice.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class AwsClients:
             self._session = boto3.session.Session()
         config = Config(
             max_pool_connections=self._pool,
-            retries={"max_attempts": self._max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": self._max_attempts, "mode": "standard"},
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
             # Path-style S3 addressing works on moto, LocalStack and AWS alike.

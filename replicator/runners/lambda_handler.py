@@ -43,7 +43,8 @@ def build(environ: dict[str, str], clients: Any = None) -> ShardReplicator:
         import boto3
         from botocore.config import Config
 
-        cfg = Config(retries={"max_attempts": 1}, read_timeout=10)
+        # total_max_attempts: botocore's max_attempts counts retries (1 would send twice).
+        cfg = Config(retries={"total_max_attempts": 1}, read_timeout=10)
 
         def clients(service: str, region: str | None) -> Any:
             return boto3.client(service, region_name=region, config=cfg)
