@@ -43,6 +43,7 @@ class LoadOptions:
     verify_timeout_s: float
     final_batch_timeout_s: float
     faults: str | None = None  # a validated xrh.faults spec, injected by the embedded endpoint
+    settle_s: float = 30.0  # verify waits this long without progress before calling records lost
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -75,6 +76,9 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--drain-timeout", type=float, default=120.0,
         help="seconds the replicator may take to catch up after load stops (default 120)")  # fmt: skip
     add("--verify-timeout", type=float, default=300.0, help="verify's time budget in seconds")
+    add("--settle-seconds", type=float, default=30.0,
+        help="verify waits for the target while it makes progress, and calls what it lacks "
+        "lost after this many seconds without any (default 30)")  # fmt: skip
     add("--faults", default="",
         help="inject faults in the embedded endpoint: REGION:Operation:kind=value,... (kinds "
         "partial, throttle, error, lost-answer with a probability, latency in ms), e.g. "
@@ -152,6 +156,7 @@ def load_options(parsed: Any) -> LoadOptions:
         verify_timeout_s=_number(g("verify_timeout", 300.0), "--verify-timeout", minimum=1),
         final_batch_timeout_s=30.0,
         faults=_faults(parsed),
+        settle_s=_number(g("settle_seconds", 30.0), "--settle-seconds", minimum=0),
     )
 
 
@@ -171,4 +176,5 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
         "seed": options.seed,
         "load_shape": options.load_shape,
         "faults": options.faults,
+        "settle_seconds": options.settle_s,
     }

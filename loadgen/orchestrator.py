@@ -18,6 +18,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class RunState:
     collector: LedgerCollector
     replicator: subprocess.Popen[bytes] | None = None
     replicator_log: Any = None
+    claims_stop: threading.Event | None = None
+    claims_thread: threading.Thread | None = None
     started_at: float = 0.0
     summary: LedgerSummary | None = None
     verdict: str | None = None
@@ -153,7 +156,32 @@ class Orchestrator:
         self.state = state
         if self.options.replicator == "embedded":
             self._start_replicator(state)
+        self._watch_claims(state)
         return state
+
+    def _watch_claims(self, state: RunState) -> None:
+        """Look at the target's checkpoint table every half second for the whole run, so
+        verify holds each watermark claim against what the target had when it was made,
+        whatever the replicator logs itself (verify.claims)."""
+        from verify.claims import CheckpointSampler
+        from xrh.aws import AwsClients
+
+        sampler = CheckpointSampler(
+            AwsClients(state.config, max_attempts=2, connect_timeout=2.0, read_timeout=5.0),
+            state.config, ResourceNames(state.config.prefix).stream,
+            log_path=state.run.file(runs.OBSERVED_CLAIMS_FILE), observer="orchestrator",
+        )  # fmt: skip
+        state.claims_stop = threading.Event()
+        state.claims_thread = threading.Thread(
+            target=sampler.run, args=(state.claims_stop,), name="xrh-claims", daemon=True
+        )
+        state.claims_thread.start()
+
+    def _stop_watching_claims(self, state: RunState) -> None:
+        if state.claims_stop is not None and state.claims_thread is not None:
+            state.claims_stop.set()
+            state.claims_thread.join(timeout=10)
+            state.claims_stop = state.claims_thread = None
 
     def _start_replicator(self, state: RunState) -> None:
         command = [
@@ -199,6 +227,7 @@ class Orchestrator:
                 reason = self._drain(state, sleep)
                 if reason:
                     incomplete.append(reason)
+            self._stop_watching_claims(state)
             if not self.options.verify:
                 self.say("--no-verify: skipping verify")
                 state.exit_code = 0
@@ -208,7 +237,7 @@ class Orchestrator:
             self.say("verifying...")
             result = run_verify(
                 state.run.path, state.config, timeout_s=self.options.verify_timeout_s,
-                progress=True, incomplete=incomplete or None,
+                progress=True, incomplete=incomplete or None, settle_s=self.options.settle_s,
             )  # fmt: skip
             state.report = result.report
             state.verdict = result.verdict.value
@@ -252,6 +281,7 @@ class Orchestrator:
         return f"the replicator exited with code {code}; see replicator-a.log"
 
     def _stop_replicator(self, state: RunState) -> None:
+        self._stop_watching_claims(state)
         if state.replicator is not None:
             stop_process(state.replicator)
         if state.replicator_log is not None:
