@@ -32,17 +32,17 @@ def build_report(
     if result is None:
         anomalies = {kind: {"count": 0, "examples": []} for kind in ANOMALY_KINDS}
         counts, lag = dict(EMPTY_COUNTS), {"p50": None, "p90": None, "p99": None, "max": None}
-        watermark = {"claimed": None, "verified": None}
+        watermark = {"claimed": None, "verified": None, "held": None, "claims": [],
+                     "statement": "not checked: verify did not reach a reconciliation"}  # fmt: skip
     else:
         anomalies = {kind: result.anomalies[kind].to_json() for kind in ANOMALY_KINDS}
         counts, lag = result.counts, result.lag.overall
-        watermark = {
-            "claimed": iso_or_none(result.watermark_claimed_ms),
-            "verified": iso_or_none(result.watermark_verified_ms),
-        }
+        watermark = watermark_section(result)
         details = {
             **details,
             "anomaly_details": {k: a.details for k, a in result.anomalies.items() if a.details},
+            # other runs' records and records nobody in this run wrote: counted, never judged
+            "foreign": result.foreign,
             "watermark_ms": {
                 "claimed": result.watermark_claimed_ms,
                 "verified": result.watermark_verified_ms,
@@ -66,6 +66,52 @@ def build_report(
         "lag_ms": lag,
         "details": details,
     }
+
+
+def watermark_section(result: Reconciliation) -> dict[str, Any]:
+    """DESIGN.md's ``claimed`` and ``verified``, and in words whether the claims held.
+
+    ``claimed`` is the newest A -> B claim; ``verified`` is how far the data proves the target
+    complete at the end of the read (just below the oldest record it still lacks, else the
+    newest record). A verified time earlier than the claimed one is no violation by itself
+    (records may be unacknowledged, or reach the source late); a claim is violated only when
+    the target lacked a record the claim covered while it was in force (checkpoint_ahead)."""
+    ahead = result.anomalies["checkpoint_ahead"]
+    last = ahead.details.get("last_claims", [])
+    checked = ahead.details.get("claims_checked", 0)
+    section: dict[str, Any] = {
+        "claimed": iso_or_none(result.watermark_claimed_ms),
+        "verified": iso_or_none(result.watermark_verified_ms),
+        "held": None if not checked else ahead.count == 0,
+        "claims": last,
+    }
+    if not checked:
+        statement = "no watermark claim was made or seen (the replicator publishes none)"
+    elif ahead.count:
+        statement = (
+            f"{ahead.count} of {checked} claim(s) did NOT hold: the target lacked records "
+            "they covered while they were in force (see checkpoint_ahead)"
+        )
+    else:
+        statement = f"all {checked} claim(s) held"
+    for claim in last:
+        statement += (
+            f"; newest {claim['direction']} claim {claim['watermark']} "
+            + ("held" if claim["held"] else "did NOT hold")
+            + (
+                f", the data proves the target complete to {claim['proven_to']} when it was "
+                f"in force ({claim['in_force_at']})"
+                if claim["proven_to"]
+                else ""
+            )
+        )
+    if result.watermark_verified_ms is not None:
+        statement += (
+            f"; at the end of the read the target holds every record committed up to "
+            f"{iso_or_none(result.watermark_verified_ms)}"
+        )
+    section["statement"] = statement
+    return section
 
 
 def _example_line(example: dict[str, Any]) -> str:
@@ -102,7 +148,11 @@ def print_summary(report: dict[str, Any], file: TextIO | None = None) -> None:
             f"  lag ms: p50 {lag['p50']}  p90 {lag['p90']}  p99 {lag['p99']}  max {lag['max']}"
         )
     wm = report["watermark"]
-    console.print(f"  watermark: claimed {wm['claimed']}  verified {wm['verified']}")
+    console.print(f"  watermark: {wm.get('statement') or (wm['claimed'], wm['verified'])}")
+    faults = report.get("details", {}).get("faults") or {}
+    if faults.get("total"):
+        kinds = ", ".join(f"{k} {v}" for k, v in faults.get("by_kind", {}).items())
+        console.print(f"  injected faults: {faults['total']} ({kinds})")
     for kind, anomaly in report["anomalies"].items():
         if anomaly["count"]:
             console.print(f"  {kind}: {anomaly['count']}")

@@ -129,18 +129,63 @@ def check_checkpoint_ahead(
             (limit,),
         )
     future = sum(1 for c in claims if c.watermark_ms > c.claimed_at_ms)
+    last: dict[str, Claim] = {}
+    for claim in claims:  # the newest claim of each direction, by when it was in force
+        held = last.get(claim.source_side)
+        if held is None or (claim.seen_at_ms, claim.watermark_ms) >= (
+            held.seen_at_ms, held.watermark_ms
+        ):
+            last[claim.source_side] = claim
     return Anomaly(
         "checkpoint_ahead",
         len(ahead),
         tuple(examples),
         {
             "claims_checked": len(claims),
+            "claims_ahead": len(ahead),
+            "last_claims": [
+                _claim_summary(db, claim, claim.id not in worst, tolerance_ms)
+                for _, claim in sorted(last.items())
+            ],
             "tolerance_ms": tolerance_ms,
             "late_records": late_count,
             "late_examples": [_clean(r) for r in late],
             "future_claims": future,
         },
     )
+
+
+_PROVEN = """
+    SELECT MIN(CASE WHEN t_arr IS NULL OR t_arr > :held_by THEN s_commit END), MAX(s_commit)
+    FROM ids INDEXED BY ids_times
+    WHERE s_n IS NOT NULL AND s_arr <= :arrived_by AND s_commit IS NOT NULL AND own IS 1
+      AND origin IS :side
+"""
+
+
+def _claim_summary(
+    db: sqlite3.Connection, claim: Claim, held: bool, tolerance_ms: int
+) -> dict[str, Any]:
+    """Whether one claim held, and up to which commit timestamp the data proves the target
+    complete when it was in force: just below the oldest record it lacked, else the newest
+    record that had reached the source."""
+    oldest_missing, newest = db.execute(
+        _PROVEN,
+        {"held_by": claim.seen_at_ms + tolerance_ms, "arrived_by": claim.claimed_at_ms,
+         "side": claim.source_side},
+    ).fetchone()  # fmt: skip
+    proven = oldest_missing - 1 if oldest_missing is not None else newest
+    return {
+        "direction": f"{claim.source_side} -> {'b' if claim.source_side == 'a' else 'a'}",
+        "origin": claim.origin,
+        "claimed_at": iso_ms(claim.claimed_at_ms),
+        "in_force_at": iso_ms(claim.seen_at_ms),
+        "watermark": iso_ms(claim.watermark_ms),
+        "watermark_ms": claim.watermark_ms,
+        "held": held,
+        "proven_to": None if proven is None else iso_ms(proven),
+        "proven_to_ms": proven,
+    }
 
 
 def _ahead_example(
