@@ -6,20 +6,24 @@ Each shard is paged with GetRecords (up to 10,000 records a call) from TRIM_HORI
 when it is closed and its NextShardIterator is None, or open and caught up (an empty page with
 MillisBehindLatest 0). Throttling backs off with the passed-in sleep; an expired iterator is
 renewed after the last sequence number read. Everything stops at the deadline: the shards not
-finished are reported, and the verdict becomes unknown.
+finished are reported, and the verdict becomes unknown. The reading itself (threads, resuming
+later passes) is :mod:`verify.follower`; this module keeps the pieces it shares and
+:func:`read_stream`, one pass over one stream.
 
 The API is a :class:`KinesisApi` (a boto3 Kinesis client satisfies it; tests pass a fake).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from verify.errors import EndpointUnreachable
 from verify.model import StreamRecord
 
 THROTTLE_CODES = frozenset(
@@ -108,6 +112,63 @@ def arrival_ms(value: Any) -> int:
     return int(round(float(value) * 1000))  # the wire form: epoch seconds
 
 
+RAW_BODY = "verify:raw-body"  # the key the untouched answer travels under
+_RAW = threading.local()
+
+
+def _hand_over_body(
+    response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
+) -> None:
+    """botocore ``before-parse`` handler: in a thread that asked for it (:func:`raw_get_records`),
+    a successful JSON answer's body goes to the caller untouched and botocore parses an empty
+    document instead. Errors are left to botocore, so they still raise ``ClientError``."""
+    if not getattr(_RAW, "wanted", False) or response_dict.get("status_code") != 200:
+        return
+    content_type = (response_dict.get("headers") or {}).get("content-type") or ""
+    if "json" not in content_type:
+        return
+    customized_response_dict[RAW_BODY] = response_dict["body"]
+    response_dict["body"] = b"{}"
+
+
+def raw_get_records(api: KinesisApi) -> Callable[[str, int], dict[str, Any]] | None:
+    """``get(iterator, limit)``: GetRecords on a botocore client with the answer parsed by
+    ``json.loads``, its records as on the wire (``Data`` base64-decoded to bytes,
+    ``ApproximateArrivalTimestamp`` in epoch seconds); None for an API without botocore's
+    event hooks (fakes), which is then called as it is.
+
+    botocore walks every record through its shape model in Python and turns each arrival time
+    into a datetime in the local time zone (dateutil's ``tzlocal``, built anew per record): about
+    16 us of CPU a record, more than verify's own work on it, under the GIL that verify's store
+    thread needs. Only the calls made through the returned function are affected: other users of
+    the same client get botocore's parse as always.
+    """
+    events = getattr(getattr(api, "meta", None), "events", None)
+    if events is None or not hasattr(events, "register"):
+        return None
+    events.register(
+        "before-parse.kinesis.GetRecords", _hand_over_body, unique_id="verify-raw-get-records"
+    )
+    call = api.get_records
+    decode = base64.b64decode
+
+    def get(iterator: str, limit: int) -> dict[str, Any]:
+        _RAW.wanted = True
+        try:
+            page = call(ShardIterator=iterator, Limit=limit)
+        finally:
+            _RAW.wanted = False
+        body = page.pop(RAW_BODY, None)
+        if body is None:
+            return page  # not a JSON answer: botocore parsed it
+        parsed = json.loads(body)
+        for record in parsed.get("Records") or ():
+            record["Data"] = decode(record["Data"])
+        return parsed
+
+    return get
+
+
 def list_shards(api: KinesisApi, stream: str) -> list[ShardInfo]:
     """Every shard (closed and open), parents before children."""
     raw: list[dict[str, Any]] = []
@@ -158,101 +219,24 @@ def read_stream(
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
     poll_s: float = 0.0,
     on_progress: Callable[[int], None] | None = None,
+    max_threads: int = 1,
 ) -> ReadStats:
-    """Read ``stream`` to its tip; connection failures raise :class:`EndpointUnreachable`."""
-    stats = ReadStats(stream)
-    started = clock()
-    try:
-        shards = list_shards(api, stream)
-        stats.shards = len(shards)
-        for index, shard in enumerate(shards):
-            if clock() >= deadline:
-                stats.unfinished.extend(s.shard_id for s in shards[index:])
-                break
-            if not _read_shard(
-                api, stream, shard, on_record, stats, deadline, clock, sleep, limit, backoff,
-                poll_s, on_progress,
-            ):  # fmt: skip
-                stats.unfinished.extend(s.shard_id for s in shards[index:])
-                break
-    except Exception as exc:
-        if is_connection_error(exc):
-            raise EndpointUnreachable(f"stream {stream}: endpoint not reachable ({exc})") from exc
-        raise
-    stats.seconds = clock() - started
-    return stats
+    """Read ``stream`` to its tip; connection failures raise :class:`EndpointUnreachable`.
 
+    One pass of a :class:`verify.follower.StreamFollower`. With ``max_threads`` 1 (the default)
+    the shards are read one after another, parents before children, while ``on_record`` stores
+    the previous pages; more threads read shards concurrently (each shard still in order).
+    ``poll_s`` is the least time between two GetRecords on one shard.
+    """
+    from verify.follower import StreamFollower, catch_up
 
-def _read_shard(
-    api: KinesisApi,
-    stream: str,
-    shard: ShardInfo,
-    on_record: Callable[[StreamRecord], None],
-    stats: ReadStats,
-    deadline: float,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-    limit: int,
-    backoff: Backoff,
-    poll_s: float,
-    on_progress: Callable[[int], None] | None,
-) -> bool:
-    """True when the shard was read to its end (closed) or its tip (open)."""
-    last_seq: str | None = None
-    iterator = _iterator(api, stream, shard.shard_id, last_seq)
-    stats.calls += 1
-    throttled = 0
-    count = 0
-    while True:
-        if clock() >= deadline:
-            return False
-        try:
-            page = api.get_records(ShardIterator=iterator, Limit=limit)
-            stats.calls += 1
-        except Exception as exc:
-            code = error_code(exc)
-            if code in THROTTLE_CODES:
-                stats.throttles += 1
-                sleep(backoff.delay(throttled))
-                throttled += 1
-                continue
-            if code == EXPIRED_CODE:
-                stats.expired_iterators += 1
-                iterator = _iterator(api, stream, shard.shard_id, last_seq)
-                continue
-            raise
-        throttled = 0
-        records = page.get("Records", [])
-        for r in records:
-            on_record(
-                StreamRecord(
-                    shard.shard_id,
-                    shard.generation,
-                    r["SequenceNumber"],
-                    r["PartitionKey"],
-                    bytes(r["Data"]),
-                    arrival_ms(r["ApproximateArrivalTimestamp"]),
-                )
-            )
-            last_seq = r["SequenceNumber"]
-        count += len(records)
-        stats.records += len(records)
-        stats.per_shard[shard.shard_id] = count
-        if records and on_progress is not None:
-            on_progress(len(records))
-        iterator = page.get("NextShardIterator")
-        if iterator is None:
-            return True
-        if not records and page.get("MillisBehindLatest", 0) == 0:
-            return True
-        if not records and poll_s:
-            sleep(poll_s)
-
-
-def _iterator(api: KinesisApi, stream: str, shard_id: str, after: str | None) -> str:
-    kwargs: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id}
-    if after is None:
-        kwargs["ShardIteratorType"] = "TRIM_HORIZON"
-    else:
-        kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
-    return api.get_shard_iterator(**kwargs)["ShardIterator"]
+    follower = StreamFollower(
+        api, stream, label=stream, limit=limit, backoff=backoff, min_call_interval_s=poll_s,
+        clock=clock, sleep=sleep,
+    )  # fmt: skip
+    progress = None if on_progress is None else (lambda _label, n: on_progress(n))
+    passes = catch_up(
+        [(follower, on_record)], deadline=deadline, clock=clock, max_threads=max_threads,
+        on_progress=progress,
+    )  # fmt: skip
+    return passes[stream]
