@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
+import botocore.session
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
 from verify_fakes import FakeKinesis, client_error, rec
 
 from verify.errors import EndpointUnreachable
-from verify.kinesis_reader import Backoff, list_shards, read_stream
+from verify.kinesis_reader import Backoff, arrival_ms, list_shards, raw_get_records, read_stream
 from verify.table_reader import scan_table
 
 
@@ -38,6 +44,16 @@ def test_reads_every_shard_to_the_end():
     assert got[0].arrival_ms == 1_700_000_001_000
     assert stats.complete and stats.records == 5
     assert stats.per_shard == {"shardId-0": 3, "shardId-1": 0, "shardId-2": 2}
+
+
+def test_more_threads_read_shards_concurrently_each_in_order():
+    got = []
+    stats = read_stream(lineage(), "s", got.append, deadline=float("inf"), max_threads=3)
+    per_shard = {}
+    for r in got:
+        per_shard.setdefault(r.shard_id, []).append(r.sequence_number)
+    assert per_shard == {"shardId-0": ["1", "2", "3"], "shardId-2": ["20", "21"]}
+    assert stats.complete and stats.records == 5
 
 
 def test_throttling_backs_off_with_the_given_sleep():
@@ -75,6 +91,68 @@ def test_connection_failure_is_endpoint_unreachable():
     fake.faults = {1: EndpointConnectionError(endpoint_url="http://127.0.0.1:1")}
     with pytest.raises(EndpointUnreachable, match="not reachable"):
         read_stream(fake, "s", lambda r: None, deadline=float("inf"))
+
+
+class _Body:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def canned_kinesis(answers: list[tuple[int, dict]]):
+    """A real botocore Kinesis client whose HTTP answers are ``answers`` (no network)."""
+    client = botocore.session.Session().create_client(
+        "kinesis", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )  # fmt: skip
+    pending = list(answers)
+
+    def answer(request, **_):
+        status, body = pending.pop(0)
+        headers = {"content-type": "application/x-amz-json-1.1"}
+        return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
+
+    client.meta.events.register("before-send.kinesis.GetRecords", answer)
+    return client
+
+
+def test_raw_get_records_parses_the_wire_form_and_leaves_other_calls_to_botocore():
+    page = {
+        "Records": [
+            {"SequenceNumber": "49", "PartitionKey": "k", "ApproximateArrivalTimestamp":
+             1_700_000_000.123, "Data": base64.b64encode(b'{"trace": "t-1"}').decode()},
+        ],
+        "NextShardIterator": "next", "MillisBehindLatest": 0,
+    }  # fmt: skip
+    client = canned_kinesis([(200, page), (200, page)])
+    get = raw_get_records(client)
+    raw = get("it", 10)
+    parsed = client.get_records(ShardIterator="it", Limit=10)  # not through get: botocore's
+    assert raw["Records"][0]["Data"] == parsed["Records"][0]["Data"] == b'{"trace": "t-1"}'
+    assert isinstance(raw["Records"][0]["ApproximateArrivalTimestamp"], float)
+    assert not isinstance(parsed["Records"][0]["ApproximateArrivalTimestamp"], float)
+    assert (
+        arrival_ms(raw["Records"][0]["ApproximateArrivalTimestamp"])
+        == arrival_ms(parsed["Records"][0]["ApproximateArrivalTimestamp"])
+        == 1_700_000_000_123
+    )
+    assert raw["NextShardIterator"] == "next" and raw["MillisBehindLatest"] == 0
+    assert raw_get_records(client) is not None  # registering twice is harmless
+
+
+def test_raw_get_records_errors_are_still_client_errors():
+    error = {"__type": "ProvisionedThroughputExceededException", "message": "slow down"}
+    client = canned_kinesis([(400, error)])
+    with pytest.raises(ClientError) as caught:
+        raw_get_records(client)("it", 10)
+    assert caught.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+
+
+def test_raw_get_records_needs_botocore_hooks():
+    assert raw_get_records(lineage()) is None
 
 
 class FakeTable:
