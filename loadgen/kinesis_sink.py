@@ -8,7 +8,8 @@ wrote nothing (``RetryableRequestError``), a read timeout or a dropped connectio
 request left may have written everything (``UnknownOutcomeError``).
 
 :class:`TimedSink` wraps any sink to time each request with ``perf_counter`` and report it
-(Locust's request event, benchmarks).
+(Locust's request event, benchmarks). A request cut off before its answer (``GreenletExit``
+when a run's stop timeout ends, ``KeyboardInterrupt``) is reported as :class:`RequestCutOff`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,23 @@ from replicator.adapters.kinesis import KinesisSink
 from replicator.adapters.kinesis import translate as classify
 from replicator.core.putrecords import EntryResult, PutEntry, PutRecordsSink
 
-__all__ = ["KinesisSink", "RequestReport", "TimedSink", "classify"]
+__all__ = ["KinesisSink", "RequestCutOff", "RequestReport", "TimedSink", "classify"]
 
 
 RequestReport = Callable[[float, int, Sequence[EntryResult] | None, BaseException | None], None]
+
+
+class RequestCutOff(Exception):
+    """A request given up before its answer came: the run stopped and its stop timeout ended
+    while the request was still in flight (a hanging endpoint). Its records are ``unknown``."""
+
+    def __init__(self, ms: float) -> None:
+        # One message for all of them, so Locust's failures table keeps them on one line.
+        super().__init__(
+            "no answer before the stop timeout: cut off as the run stopped; "
+            "its records are 'unknown' in the ledger"
+        )
+        self.ms = ms
 
 
 class TimedSink:
@@ -40,7 +54,11 @@ class TimedSink:
         try:
             results = self.inner.put_records(stream, entries)
         except BaseException as exc:
-            self.report((time.perf_counter() - start) * 1000, len(entries), None, exc)
+            ms = (time.perf_counter() - start) * 1000
+            # An Exception is the request's own error; anything else (GreenletExit,
+            # KeyboardInterrupt) stopped it from outside: say that, not the signal's name.
+            reported = exc if isinstance(exc, Exception) else RequestCutOff(ms)
+            self.report(ms, len(entries), None, reported)
             raise
         self.report((time.perf_counter() - start) * 1000, len(entries), results, None)
         return results

@@ -9,18 +9,24 @@ A producer does not resend a request whose outcome is unknown: it records ``unkn
 
 Ledger rows per entry and attempt: ``ok`` (shard, sequence number), ``fail``, ``unknown``. An
 entry that was never sent (the batch stopped at an entry that kept failing, a record over the
-limits) gets one ``fail`` row saying why; if the producer is interrupted mid-request (the run
-is stopped), every entry of the batch not yet known to be written gets an ``unknown`` row.
+limits) gets one ``fail`` row saying why; if the producer is interrupted mid-request (a request
+that got no answer before the run's stop timeout), every entry of the batch not yet known to be
+written gets an ``unknown`` row, and what it still had buffered is not sent: one ``fail`` row each.
+
+Stopping: :class:`ProducerLoop` runs a producer turn by turn and waits between turns on an event
+that a stop sets, so a stop wakes a waiting producer at once and never lands inside a request;
+the request in flight finishes and :meth:`Producer.close` sends the final batch.
 """
 
 from __future__ import annotations
 
 import random as _random
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from loadgen.keyspace import Keyspace
 from loadgen.ledger import LedgerSink
@@ -124,6 +130,7 @@ class Producer:
         self._last_event: dict[int, AttemptEvent] = {}
         self.stats = ProducerStats()
         self.closed = False
+        self.interrupted = False  # a request was cut off: send nothing more
         ledger.register(producer_id)
 
     # ----------------------------------------------------------------- records
@@ -215,7 +222,11 @@ class Producer:
         self._emit_rows()
 
     def _interrupted(self, batch: list[PutEntry]) -> None:
-        """The request was cut off (GreenletExit, KeyboardInterrupt): unknown unless known."""
+        """The request was cut off (GreenletExit, KeyboardInterrupt): unknown unless known.
+
+        Under Locust this happens only to a request still unanswered when the run's stop
+        timeout ends (a hanging endpoint): the producer then sends nothing more."""
+        self.interrupted = True
         for index, entry in enumerate(batch):
             last = self._last_event.get(index)
             if last is not None and last.outcome is AttemptOutcome.OK and not last.resent_for_order:
@@ -269,14 +280,29 @@ class Producer:
             self._ledger.write(rows)
 
     def close(self) -> None:
-        """Send what is buffered and tell the ledger this producer's final batch is in."""
+        """Send what is buffered and tell the ledger this producer's final batch is in.
+
+        After an interrupted request nothing more is sent (the stop must stay bounded): what
+        is still buffered gets one ``fail`` row each, "not sent"."""
         if self.closed:
             return
         try:
-            self.flush()
+            if not self.interrupted:
+                self.flush()
         finally:
-            self.closed = True
-            self._ledger.final(self.id)
+            try:
+                self._not_sent("not sent: the run stopped before it was sent")
+            finally:
+                self.closed = True
+                self._ledger.final(self.id)
+
+    def _not_sent(self, reason: str) -> None:
+        buffered, self._buffer, self._oldest = self._buffer, [], None
+        for entry in buffered:
+            self._row(entry, entry.ref, 1, LedgerStatus.FAIL.value, None, None, None, None,  # type: ignore[arg-type]
+                      reason)  # fmt: skip
+        self.stats.failed += len(buffered)
+        self._emit_rows()
 
 
 class Pacer:
@@ -332,3 +358,51 @@ def step(producer: Producer, pacer: Pacer) -> float:
     if producer.buffered:
         return min(pacer.wait(room), producer.linger_left())
     return min(pacer.wait(room), pacer.wait(1) + producer.settings.linger_s)
+
+
+class StopEvent(Protocol):
+    """What :class:`ProducerLoop` waits on: ``threading.Event`` or ``gevent.event.Event``."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class ProducerLoop:
+    """A producer driven turn by turn (one :func:`step` per turn), stoppable between requests.
+
+    :meth:`turn` first waits until the previous step said the next one is due, on ``stop``
+    (an event: pass ``gevent.event.Event()`` where users are greenlets); :meth:`request_stop`
+    sets it, which wakes a waiting loop at once, and a turn that has begun finishes, request
+    included. No turn starts after a stop was requested; :meth:`close` then sends the final
+    batch. So a stop never has to cut a request off: the caller stops the loop, not the thread
+    or greenlet running it.
+    """
+
+    def __init__(self, producer: Producer, pacer: Pacer, stop: StopEvent | None = None) -> None:
+        self.producer = producer
+        self.pacer = pacer
+        self._stop: StopEvent = stop if stop is not None else threading.Event()
+        self._wait = 0.0
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Wake the loop if it waits, and start no more turns (the turn under way finishes)."""
+        self._stop.set()
+
+    def turn(self) -> bool:
+        """Wait until the next step is due (or a stop), then take it; False once stopping."""
+        if self._stop.is_set() or (self._wait > 0 and self._stop.wait(self._wait)):
+            return False
+        self._wait = step(self.producer, self.pacer)
+        return True
+
+    def close(self) -> None:
+        """Stop and send the final batch (idempotent)."""
+        self._stop.set()
+        self.producer.close()
