@@ -20,7 +20,9 @@ The master or local runner also keeps Locust's CSV stats in the run directory
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any
 import gevent
 from locust import LoadTestShape, User, task
 from locust.runners import MasterRunner, WorkerRunner
+from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from loadgen.context import LoadContext
 from loadgen.ledger import MESSAGE_TYPE, LedgerForwarder
@@ -130,16 +133,28 @@ def _node(environment: Any) -> Node | None:
 
 
 class KinesisProducerUser(User):
-    """A producer: renders records at ``--rate-per-user``, batches them into PutRecords."""
+    """A producer: renders records at ``--rate-per-user``, batches them into PutRecords.
+
+    A stop never cuts a request off. Locust's own :meth:`User.stop` (``locust/user/users.py``,
+    called by ``Runner.stop_users``) kills a user whose state says "waiting" instead of waiting
+    for it, but the kill (``GreenletExit``) is delivered later, asynchronously (gevent's
+    ``Greenlet.kill``), and lands in whatever the greenlet does next, which for a producer
+    whose pause has just ended is its next PutRecords: a Locust failure and a batch of
+    ``unknown`` records. So the user never waits in Locust's
+    ``wait()`` (``wait_time`` is 0): it waits inside its task, on the :class:`ProducerLoop`'s
+    stop event, which :meth:`stop` sets; a graceful stop only marks the user stopping, so it
+    finishes the request in flight, stops at once if it was waiting, and sends its final
+    batch in ``on_stop``. ``environment.stop_timeout`` (:data:`STOP_TIMEOUT_S`) still bounds
+    that: Locust kills a user that has not finished by then (a hanging endpoint), and its
+    request's records are ledgered ``unknown``.
+    """
 
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
-        self._producer: Any = None
-        self._pacer: Any = None
-        self._next_wait = 0.0
+        self._loop: Any = None
 
     def wait_time(self) -> float:
-        return self._next_wait
+        return 0.0  # the producer waits inside its task, where a stop wakes it (see above)
 
     def on_start(self) -> None:
         node = _node(self.environment)
@@ -147,17 +162,31 @@ class KinesisProducerUser(User):
             from locust.exception import StopUser
 
             raise StopUser("the run is not set up (see the errors above)")
-        self._producer, self._pacer = node.context.new_producer()
+        from gevent.event import Event
+
+        from loadgen.producers import ProducerLoop
+
+        producer, pacer = node.context.new_producer()
+        self._loop = ProducerLoop(producer, pacer, Event())
 
     @task
     def produce(self) -> None:
-        from loadgen.producers import step
+        self._loop.turn()
 
-        self._next_wait = step(self._producer, self._pacer)
+    def stop(self, force: bool = False) -> bool:
+        """Locust's stop, except that a graceful stop never kills: it marks the user
+        stopping (Locust's ``TaskSet`` raises ``StopUser`` before the next task and after the
+        zero wait) and wakes the producer's wait."""
+        if self._loop is not None:
+            self._loop.request_stop()
+        if not force and self._state in (LOCUST_STATE_WAITING, LOCUST_STATE_STOPPING):
+            self._state = LOCUST_STATE_STOPPING
+            return False
+        return super().stop(force)
 
     def on_stop(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
+        if self._loop is not None:
+            self._loop.close()
 
 
 class XrhShape(LoadTestShape):
@@ -224,7 +253,10 @@ def _on_init(environment: Any, **_: Any) -> None:
     if not getattr(parsed, "stop_timeout", None):
         # Let a user finish the PutRecords in flight when the run stops, so its records end
         # "ok" or "fail" in the ledger rather than "unknown" (waiting users stop at once).
+        # Honoured by the local runner and the master, which sends it to its workers with
+        # every spawn message (a worker's own value is replaced by the master's).
         environment.stop_timeout = STOP_TIMEOUT_S
+    ctrl_c_to_main_greenlet()
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(SETUP, _on_setup)
@@ -238,6 +270,26 @@ def _on_init(environment: Any, **_: Any) -> None:
         from loadgen.webui import install
 
         install(environment.web_ui.app, lambda: _status(node))
+
+
+def ctrl_c_to_main_greenlet() -> None:
+    """Ctrl-C reaches Locust's main greenlet, never a user in the middle of a request.
+
+    Python raises SIGINT's ``KeyboardInterrupt`` in whatever frame runs when the signal comes,
+    and under gevent that is often a user's greenlet busy in PutRecords: that greenlet dies
+    there (its batch ``unknown``, the request a Locust failure) and only then does gevent pass
+    the exception on to the main greenlet, where Locust handles Ctrl-C by stopping the users.
+    gevent's signal handler runs in a greenlet of its own from the event loop; it hands the
+    ``KeyboardInterrupt`` straight to the main greenlet (as gevent does for errors it cannot
+    handle), so Ctrl-C stops the users as gracefully as ``--run-time`` does."""
+    main = gevent.get_hub().parent
+
+    def on_sigint() -> None:
+        gevent.kill(main, KeyboardInterrupt)
+
+    # Outside the main thread this fails and Python's own handling stays.
+    with contextlib.suppress(ValueError, OSError):
+        gevent.signal_handler(signal.SIGINT, on_sigint)
 
 
 def _on_ledger_message(environment: Any, msg: Any, **_: Any) -> None:
