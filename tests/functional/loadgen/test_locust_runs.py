@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -85,13 +86,34 @@ def assert_locust_csvs(base: Path, acknowledged: int, *, full_history: bool = Tr
     requests, failures = int(put[0]["Request Count"]), int(put[0]["Failure Count"])
     # At most 500 records per request, and (linger) at least one: the count is the real one.
     assert acknowledged / 500 <= requests - failures <= acknowledged
-    assert failures <= requests // 10  # a request cut off as the run stops is one
+    assert failures <= requests // 10  # none is the stop's: see assert_stop_cut_nothing
     assert any(r["Name"] == "Aggregated" for r in rows)
     history = stats_rows(Path(f"{base}_stats_history.csv"))
     name = "PutRecords" if full_history else "Aggregated"  # --csv alone: totals only
     assert any(r["Name"] == name and int(r["Total Request Count"]) > 0 for r in history)
     failed = stats_rows(Path(f"{base}_failures.csv"))
     assert sum(int(r["Occurrences"]) for r in failed) == failures
+
+
+def assert_stop_cut_nothing(run_dir: Path, *outputs: str) -> None:
+    """The run's stop let every producer finish its PutRecords in flight and send its final
+    batch: no ledger row says the run stopped it (``unknown`` "interrupted: the run stopped
+    during the request", ``fail`` "not sent: the run stopped ..."), and no request cut off
+    (GreenletExit, RequestCutOff) reached Locust's failures, exceptions or output."""
+    db = sqlite3.connect(f"file:{run_dir / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        stopped = db.execute(
+            "SELECT status, error, COUNT(*) FROM ledger WHERE error LIKE '%the run stopped%'"
+            " GROUP BY status, error"
+        ).fetchall()
+    finally:
+        db.close()
+    assert stopped == [], stopped
+    for suffix in ("_failures.csv", "_exceptions.csv"):
+        text = (run_dir / f"locust{suffix}").read_text()
+        assert "GreenletExit" not in text and "RequestCutOff" not in text, text
+    for text in outputs:
+        assert "GreenletExit" not in text and "RequestCutOff" not in text, text[-3000:]
 
 
 def test_headless_run_ends_valid(tmp_path: Path):
@@ -107,6 +129,7 @@ def test_headless_run_ends_valid(tmp_path: Path):
     assert "verdict: valid" in out
     assert not (tmp_path / "runs" / "latest" / "endpoints.json").exists()
     assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
+    assert_stop_cut_nothing(tmp_path / "runs" / "latest", out, err)
 
     # Verify again after the run: its endpoint is gone, so the stored read is re-checked and
     # the report comes out the same.
@@ -137,6 +160,7 @@ def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Pat
     assert_locust_csvs(
         tmp_path / "mine" / "user", rep["counts"]["acknowledged"], full_history=False
     )
+    assert_stop_cut_nothing(tmp_path / "runs" / "latest", out, err)
 
 
 def test_template_error_stops_before_any_load(tmp_path: Path):
@@ -186,8 +210,46 @@ def test_distributed_run_master_and_two_workers_ends_valid(tmp_path: Path):
     assert "missing final batches" not in err
     # The master writes the CSVs with the workers' stats in them.
     assert_locust_csvs(tmp_path / "runs" / "latest" / "locust", rep["counts"]["acknowledged"])
+    assert_stop_cut_nothing(tmp_path / "runs" / "latest", out, err)
     for worker in workers:
         assert worker.returncode == 0
+
+
+def test_ctrl_c_lets_requests_in_flight_finish_and_ends_the_run(tmp_path: Path):
+    """SIGINT (Ctrl-C) mid-run stops the users the same graceful way as --run-time."""
+    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        proc = subprocess.Popen(
+            [*LOCUST, "--headless", "-u", "10", "-r", "10", "-t", "90s", "--only-summary",
+             "--replicator", "external", "--no-verify"],
+            cwd=tmp_path, stdout=out_file, stderr=err_file, text=True, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "[xrh] producing..." not in err_path.read_text():
+                assert proc.poll() is None, err_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the run never started producing"
+                time.sleep(0.2)
+            time.sleep(3)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        finally:
+            _reap([proc], 10)
+    out, err = out_path.read_text(), err_path.read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert "--no-verify: skipping verify" in err  # the run was finished, not abandoned
+    assert "Exiting due to CTRL+C interruption" in err  # Locust's main greenlet handled it...
+    assert "KeyboardInterrupt" not in err  # ...and no other greenlet was interrupted by it
+    db = sqlite3.connect(tmp_path / "runs" / "latest" / "ledger.sqlite")
+    try:
+        ok = db.execute("SELECT COUNT(*) FROM ledger WHERE status = 'ok'").fetchone()[0]
+        complete = db.execute("SELECT value FROM ledger_meta WHERE name = 'complete'").fetchone()
+    finally:
+        db.close()
+    assert ok > 0
+    assert complete == ("1",)  # every producer's final batch is in
+    assert_stop_cut_nothing(tmp_path / "runs" / "latest", out, err)
 
 
 def test_run_that_ends_during_set_up_is_unknown_never_a_silent_success(tmp_path: Path):
