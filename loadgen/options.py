@@ -20,10 +20,13 @@ from typing import Any
 from loadgen.errors import LoadgenUsageError
 from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
 from loadgen.templates import Template, compile_template, load_template_option
+from xrh.drills import Drill, get_drill
 from xrh.errors import UsageError
 from xrh.faults import FAULTS_ENV, parse_faults
 
-REPLICATOR_MODES = ("embedded", "external")
+# embedded and reference: the reference replicator; sample: the published sample's behaviour,
+# reproduced; external: produce and verify only (a replicator you run)
+REPLICATOR_MODES = ("embedded", "reference", "sample", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
 
 
@@ -44,6 +47,8 @@ class LoadOptions:
     final_batch_timeout_s: float
     faults: str | None = None  # a validated xrh.faults spec, injected by the embedded endpoint
     settle_s: float = 30.0  # verify waits this long without progress before calling records lost
+    drill: Drill | None = None  # --drill NAME: a fault schedule played during the load
+    run_time_s: float | None = None  # Locust's --run-time, for the drill's schedule
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -69,7 +74,10 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--batch-size", type=int, default=500, help="records per PutRecords (default 500)")
     add("--linger", type=float, default=0.2, help="seconds a record may wait for a fuller batch")
     add("--replicator", default="embedded",
-        help="embedded: start the reference replicator; external: produce and verify only")  # fmt: skip
+        help="embedded or reference: start the reference replicator; sample: the published "
+        "sample's behaviour, reproduced; external: produce and verify only")  # fmt: skip
+    add("--drill", default="", help="play a drill's fault schedule during the load "
+        "(throttle-storm, lost-answers, replicator-crash, target-outage, ...; see xrh drill)")  # fmt: skip
     add("--no-verify", action="store_true", default=False, help="skip verify at the end")
     add("--seed", type=int, default=None, help="seed for templates and keys (reproducible runs)")
     add("--load-shape", default="steady", help="steady | step | spike (over --run-time)")
@@ -125,7 +133,9 @@ def _faults(parsed: Any) -> str | None:
 def load_options(parsed: Any) -> LoadOptions:
     """Check and resolve the parsed options; LoadgenUsageError / TemplateError if wrong."""
     g = lambda name, default=None: getattr(parsed, name, default)  # noqa: E731
-    text = load_template_option(g("template") or "")
+    drill = get_drill(str(g("drill")), option="--drill") if g("drill") else None
+    # A drill that needs particular records brings its template, unless the user gave one.
+    text = load_template_option(g("template") or (drill.template if drill else None) or "")
     template = compile_template(text)
     keyspace = KeyspaceSpec(
         size=_number(g("keys", 10_000), "--keys", minimum=1, cast=int),
@@ -157,6 +167,8 @@ def load_options(parsed: Any) -> LoadOptions:
         final_batch_timeout_s=30.0,
         faults=_faults(parsed),
         settle_s=_number(g("settle_seconds", 30.0), "--settle-seconds", minimum=0),
+        drill=drill,
+        run_time_s=float(g("run_time")) if g("run_time") else None,
     )
 
 
@@ -177,4 +189,5 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
         "load_shape": options.load_shape,
         "faults": options.faults,
         "settle_seconds": options.settle_s,
+        "drill": options.drill.name if options.drill else None,
     }

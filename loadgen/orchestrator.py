@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.errors import OrchestrationError
 from loadgen.ledger import LedgerCollector, LedgerSummary, LedgerWriter
 from loadgen.options import LoadOptions, public_dict
+from loadgen.replicators import ReplicatorProcesses
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
 from xrh.errors import EXIT_UNKNOWN
-from xrh.processes import stop_process
 from xrh.resources import ResourceNames
+
+if TYPE_CHECKING:
+    from xrh.drills.nemesis import Nemesis
 
 Say = Callable[[str], None]
 
@@ -91,8 +92,8 @@ class RunState:
     config: HarnessConfig
     ledger: LedgerWriter
     collector: LedgerCollector
-    replicator: subprocess.Popen[bytes] | None = None
-    replicator_log: Any = None
+    replicators: ReplicatorProcesses | None = None
+    nemesis: Nemesis | None = None
     claims_stop: threading.Event | None = None
     claims_thread: threading.Thread | None = None
     started_at: float = 0.0
@@ -117,6 +118,7 @@ class Orchestrator:
 
     def begin(self) -> RunState:
         """Endpoint (embedded default), run directory, provisioning, replicator process."""
+        started = time.time()
         if self.state is not None:
             raise OrchestrationError("a run is already in progress")
         config = self.base
@@ -154,9 +156,10 @@ class Orchestrator:
         ledger = LedgerWriter(run.file(runs.LEDGER_FILE))
         state = RunState(run, config, ledger, LedgerCollector(ledger), started_at=time.time())
         self.state = state
-        if self.options.replicator == "embedded":
+        if self.options.replicator != "external":
             self._start_replicator(state)
         self._watch_claims(state)
+        self._start_drill(state, time.time() - started)
         return state
 
     def _watch_claims(self, state: RunState) -> None:
@@ -188,19 +191,25 @@ class Orchestrator:
             sys.executable, "-m", "xrh", "replicate", "--pipeline", state.config.pipeline,
             "--side", "a", "--run-dir", str(state.run.path), "--prefix", state.config.prefix,
             *endpoint_flags(state.config), "--drain-timeout", str(self.options.drain_timeout_s),
+            *(["--behaviour", "sample"] if self.options.replicator == "sample" else []),
+            *(self.options.drill.replicator_args if self.options.drill else ()),
         ]  # fmt: skip
-        state.replicator_log = state.run.file("replicator-a.log").open("ab")
-        state.replicator = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            command, stdout=state.replicator_log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(0.5)
-        if state.replicator.poll() is not None:
-            raise OrchestrationError(
-                f"the replicator exited at once with code {state.replicator.returncode}; "
-                f"see {state.run.file('replicator-a.log')}"
-            )
-        self.say(f"replicator started (pid {state.replicator.pid})")
+        state.replicators = ReplicatorProcesses(command, state.run.path, self.say)
+        state.replicators.start()
+
+    def _start_drill(self, state: RunState, setup_s: float) -> None:
+        """The drill's nemesis, over what is left of --run-time after set-up."""
+        drill = self.options.drill
+        if drill is None:
+            return
+        from loadgen.drill_env import HarnessDrillEnv
+        from xrh.drills.nemesis import TIMELINE_FILE, Nemesis
+
+        load_s = max(5.0, (self.options.run_time_s or 60.0) - setup_s)
+        env = HarnessDrillEnv(self, state)
+        state.nemesis = Nemesis(drill, env, load_s, state.run.file(TIMELINE_FILE))
+        self.say(f"drill {drill.name}: {drill.summary} (over {load_s:.0f}s of load)")
+        state.nemesis.start()
 
     # ------------------------------------------------------------------ finish
 
@@ -223,7 +232,8 @@ class Orchestrator:
                 f"ledger: {s.rows} attempts ({', '.join(f'{k} {v}' for k, v in sorted(s.by_status.items()))})"
                 + ("" if s.complete else f"; INCOMPLETE, missing {', '.join(s.missing) or 'worker batches'}")
             )  # fmt: skip
-            if state.replicator is not None:
+            self._end_drill(state)
+            if state.replicators is not None:
                 reason = self._drain(state, sleep)
                 if reason:
                     incomplete.append(reason)
@@ -253,40 +263,30 @@ class Orchestrator:
             self.last, self.state = state, None
 
     def _drain(self, state: RunState, sleep: Callable[[float], None]) -> str | None:
-        process = state.replicator
-        assert process is not None
-        if process.poll() is not None:
-            return f"the replicator exited early (code {process.returncode}); see replicator-a.log"
-        self.say("load stopped; waiting for the replicator to drain (SIGUSR1)...")
-        process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + self.options.drain_timeout_s + 30
-        last_note = 0.0
-        while process.poll() is None and time.monotonic() < deadline:
-            if time.monotonic() - last_note >= 2:
-                lag = read_lag(state.run)
-                self.say(
-                    f"  draining: {lag.get('records_copied') or 0} records copied, "
-                    f"max lag {lag.get('commit_lag_ms_max')} ms"
-                )  # fmt: skip
-                last_note = time.monotonic()
-            sleep(0.2)
-        code = process.poll()
-        if code is None:
-            return f"the replicator did not drain within {self.options.drain_timeout_s:.0f}s"
-        if code == 0:
-            self.say("replicator drained")
-            return None
-        if code == 2:
-            return f"the replicator could not drain within {self.options.drain_timeout_s:.0f}s"
-        return f"the replicator exited with code {code}; see replicator-a.log"
+        assert state.replicators is not None
+
+        def progress() -> None:
+            lag = read_lag(state.run)
+            self.say(
+                f"  draining: {lag.get('records_copied') or 0} records copied, "
+                f"max lag {lag.get('commit_lag_ms_max')} ms"
+            )
+
+        return state.replicators.drain(self.options.drain_timeout_s, sleep, progress)
+
+    def _end_drill(self, state: RunState) -> None:
+        """Stop the schedule and undo what is in force, before the drain (idempotent)."""
+        if state.nemesis is not None:
+            nemesis, state.nemesis = state.nemesis, None
+            nemesis.finish()
+            if nemesis.errors:
+                self.say(f"drill steps that failed: {'; '.join(nemesis.errors)}")
 
     def _stop_replicator(self, state: RunState) -> None:
+        self._end_drill(state)
         self._stop_watching_claims(state)
-        if state.replicator is not None:
-            stop_process(state.replicator)
-        if state.replicator_log is not None:
-            state.replicator_log.close()
-            state.replicator_log = None
+        if state.replicators is not None:
+            state.replicators.stop()
 
     # ------------------------------------------------------------------ teardown
 

@@ -24,6 +24,7 @@ from xrh.errors import EXIT_USAGE, HarnessError, UsageError
 EXTERNAL_COMMANDS = {
     "replicate": ("replicator.runners.cli", "run the reference replicator as a standalone poller"),
     "verify": ("verify.cli", "verify a run (or two streams) and write report.json and report.html"),
+    "drill": ("xrh.drills.runner", "run a fault drill (load + fault schedule + verify), or --all"),
 }
 
 

@@ -1,0 +1,112 @@
+"""The replicator processes of a run: started, drained, stopped, and (in drills) killed,
+frozen, restarted or joined by a second poller.
+
+Each process is ``python -m xrh replicate`` (never in Locust's event loop), writing to the
+run's ``replicator-a.log``; processes share the source shards through the lease table. When
+production stops every live process gets SIGUSR1: each drains and exits 0 once caught up and
+quiet, or 2 if it could not within ``--drain-timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loadgen.errors import OrchestrationError
+from xrh.processes import stop_process
+
+LOG_NAME = "replicator-a.log"
+
+
+class ReplicatorProcesses:
+    def __init__(self, command: list[str], run_path: Path, say: Callable[[str], None]) -> None:
+        self.command = command
+        self.log_path = run_path / LOG_NAME
+        self.say = say
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self._log: Any = None
+
+    @property
+    def primary(self) -> subprocess.Popen[bytes] | None:
+        """The first live process (the one drills kill or freeze)."""
+        return next((p for p in self.processes if p.poll() is None), None)
+
+    def start(self, *, check: bool = True) -> subprocess.Popen[bytes]:
+        if self._log is None:
+            self._log = self.log_path.open("ab")
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        self.processes.append(process)
+        if check:
+            time.sleep(0.5)
+            if process.poll() is not None:
+                raise OrchestrationError(
+                    f"the replicator exited at once with code {process.returncode}; "
+                    f"see {self.log_path}"
+                )
+        self.say(f"replicator started (pid {process.pid})")
+        return process
+
+    def kill(self) -> None:
+        """SIGKILL the primary: no clean-up, its leases expire, a batch may be half done."""
+        process = self._require("kill")
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        self.say(f"replicator {process.pid} killed")
+
+    def freeze(self) -> None:
+        os.kill(self._require("freeze").pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGCONT)
+
+    def _require(self, what: str) -> subprocess.Popen[bytes]:
+        process = self.primary
+        if process is None:
+            raise OrchestrationError(f"no running replicator to {what}")
+        return process
+
+    def drain(self, timeout_s: float, sleep: Callable[[float], None],
+              progress: Callable[[], None]) -> str | None:  # fmt: skip
+        """SIGUSR1 to every live process, wait for all; a reason if any did not drain."""
+        live = [p for p in self.processes if p.poll() is None]
+        if not live:
+            codes = [p.returncode for p in self.processes]
+            return f"the replicator exited early (codes {codes}); see {LOG_NAME}"
+        self.say("load stopped; waiting for the replicator to drain (SIGUSR1)...")
+        self.thaw()
+        for process in live:
+            process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s + 30
+        last_note = 0.0
+        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
+            if time.monotonic() - last_note >= 2:
+                progress()
+                last_note = time.monotonic()
+            sleep(0.2)
+        codes = [p.poll() for p in live]
+        if any(code is None for code in codes):
+            return f"the replicator did not drain within {timeout_s:.0f}s"
+        if all(code == 0 for code in codes):
+            self.say("replicator drained")
+            return None
+        if 2 in codes:
+            return f"the replicator could not drain within {timeout_s:.0f}s"
+        return f"the replicator exited with code(s) {codes}; see {LOG_NAME}"
+
+    def stop(self) -> None:
+        """SIGTERM (then SIGKILL) every process; close the log (idempotent)."""
+        self.thaw()
+        for process in self.processes:
+            stop_process(process)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
