@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verify.model import StoreSide
-from verify.schema import ODD
+from verify.schema import ODD, dead_lettered
 from xrh.contracts import iso_ms
 
 EXAMPLES = 10
@@ -67,15 +67,19 @@ def _clean(example: dict[str, Any]) -> dict[str, Any]:
 # read without a ledger, or another writer) is not required in the target.
 OWN = "own IS 1"
 PHANTOM = "t_n IS NOT NULL AND s_n IS NULL AND l_status IS NULL AND (own IS 1 OR trace IS NULL)"
+DEAD = dead_lettered()
 SOURCE_ONLY = (
     "s_n IS NOT NULL AND t_n IS NULL AND l_status IS NOT 'ok' AND own IS 1"
-    " AND s_arr <= COALESCE(:cutoff, s_arr)"
+    f" AND s_arr <= COALESCE(:cutoff, s_arr) AND NOT {DEAD}"
 )
+ACKED_MISSING = f"l_status = 'ok' AND t_n IS NULL AND NOT {DEAD}"
 LOOPED = "own IS 1 AND l_status IS NOT NULL AND s_n > MAX(COALESCE(l_copies, 0), 1)"
 _TALLY_ODD = f"""
 SELECT
-  COALESCE(SUM(l_status = 'ok' AND t_n IS NULL), 0) AS acked_missing,
-  COALESCE(SUM(l_status = 'ok' AND t_n IS NULL AND s_n IS NULL), 0) AS acked_not_in_source,
+  COALESCE(SUM({ACKED_MISSING}), 0) AS acked_missing,
+  COALESCE(SUM({ACKED_MISSING} AND s_n IS NULL), 0) AS acked_not_in_source,
+  COALESCE(SUM(t_n IS NULL AND own IS 1 AND (l_status = 'ok' OR s_n IS NOT NULL) AND {DEAD}), 0)
+    AS dead_lettered,
   COALESCE(SUM({SOURCE_ONLY}), 0) AS source_only,
   COALESCE(SUM(s_n IS NOT NULL AND t_n IS NULL AND l_status IS NOT 'ok' AND own IS 1
                AND s_arr > COALESCE(:cutoff, s_arr)), 0) AS after_cutoff,
@@ -89,9 +93,9 @@ SELECT
   COALESCE(SUM({LOOPED}), 0) AS looped,
   COALESCE(SUM({OWN} AND s_n IS NOT NULL AND t_n IS NOT NULL
                AND (t_diff OR s_diff OR t_dhash != s_dhash OR t_pk != s_pk)), 0) AS diverged,
-  MIN(CASE WHEN t_n IS NULL AND s_n IS NOT NULL AND {OWN}
+  MIN(CASE WHEN t_n IS NULL AND s_n IS NOT NULL AND {OWN} AND NOT {DEAD}
                 AND s_arr <= COALESCE(:cutoff, s_arr) THEN s_commit END) AS oldest_missing_source,
-  MIN(CASE WHEN t_n IS NULL AND l_status = 'ok' THEN l_commit END) AS oldest_missing_acked
+  MIN(CASE WHEN {ACKED_MISSING} THEN l_commit END) AS oldest_missing_acked
 FROM ids INDEXED BY ids_odd WHERE {ODD}
 """
 _FOREIGN = """
@@ -145,7 +149,7 @@ def tally(db: sqlite3.Connection) -> dict[str, Any]:
 
 
 _MISSING = f"""
-SELECT COALESCE(SUM(l_status = 'ok' AND t_n IS NULL), 0) + COALESCE(SUM({SOURCE_ONLY}), 0)
+SELECT COALESCE(SUM({ACKED_MISSING}), 0) + COALESCE(SUM({SOURCE_ONLY}), 0)
 FROM ids INDEXED BY ids_odd WHERE {ODD}
 """
 
@@ -177,7 +181,7 @@ def check_lost(
                        COALESCE(s_seq, l_seq) AS source_sequence_number,
                        l_status AS ledger_status, s_n IS NOT NULL AS in_source,
                        {dead} AS dead_letter_reason
-                FROM ids WHERE l_status = 'ok' AND t_n IS NULL
+                FROM ids WHERE {ACKED_MISSING}
                 ORDER BY COALESCE(s_ord, l_seq) LIMIT ?""",
             (limit,),
         )
@@ -202,6 +206,7 @@ def check_lost(
             "acknowledged_missing_from_source": n_not_in_source,
             "in_source_not_acknowledged_missing_from_target": n_source_only,
             "arrived_after_verify_began": t["after_cutoff"],
+            "dead_lettered_with_data": t["dead_lettered"],
         },
     )
 
@@ -383,7 +388,7 @@ _STALE = f"""
     src AS (
         SELECT origin, s_pk AS pk, s_last_ord AS ord, ident FROM ids
         WHERE own IS 1 AND s_n IS NOT NULL AND s_pk IN cand
-          AND s_arr <= COALESCE(:cutoff, s_arr)),
+          AND s_arr <= COALESCE(:cutoff, s_arr) AND NOT {DEAD}),
     tgt AS (
         SELECT origin, t_pk AS pk, t_last_ord AS ord, ident FROM ids
         WHERE own IS 1 AND t_n IS NOT NULL AND t_pk IN cand

@@ -178,6 +178,12 @@ def read_regions(
 
         reasons = read_pass()
         timings["first_read"] = round(time.perf_counter() - t0, 3)
+        if not reasons:
+            # Before settling: a record the replicator dead-lettered is not waited for.
+            try:
+                details["dead_letters"] = read_dead_letters(store, clients, config)
+            except EndpointUnreachable as exc:
+                reasons = [str(exc)]
         missing = _missing(store) if not reasons else 0
         settle["missing_after_first_read"] = missing
         waited_from = last_progress = clock()
@@ -206,13 +212,7 @@ def read_regions(
     details["reads"] = {f.label: f.stats.to_json() for f, _ in followers}
     details["claims_sampling"] = sampler.summary()
     store.add_observed_claims(scoped_rows(config, stream, sampler.observed)[0], OBSERVED_ORIGIN)
-    if reasons:
-        return reasons
-    try:
-        details["dead_letters"] = read_dead_letters(store, clients, config)
-    except EndpointUnreachable as exc:
-        return [str(exc)]
-    return []
+    return reasons
 
 
 def read_dead_letters(store: Store, clients: Any, config: HarnessConfig) -> dict[str, Any]:

@@ -176,6 +176,23 @@ def _faults_table(faults: dict[str, Any]) -> str:
     )
 
 
+def _drill_table(drill: dict[str, Any]) -> str:
+    """The drill's steps, as its nemesis took them (dashed lines on the charts)."""
+    if not drill.get("timeline"):
+        return ""
+    rows = "".join(
+        f"<tr><td>{s.get('t_s')}</td><td>{escape(str(s.get('action')))}</td>"
+        f"<td>{escape(str(s.get('arg') or ''))}</td><td>{'ok' if s.get('ok') else 'FAILED'}"
+        f"</td><td>{escape(str(s.get('note') or ''))}</td></tr>"
+        for s in drill["timeline"]
+    )
+    return (
+        f'<h2>Drill: {escape(str(drill.get("name")))}</h2><table id="drill"><tr><th>s</th>'
+        f"<th>step</th><th>argument</th><th></th><th>note</th></tr>{rows}</table>"
+        "<p>Dashed lines on the charts mark the steps.</p>"
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     details = report.get("details", {})
     over = details.get("lag_over_time", {}).get("buckets", [])
@@ -184,6 +201,13 @@ def render_html(report: dict[str, Any]) -> str:
     r0 = rates[0]["t_ms"] if rates else 0
     shards = details.get("lag_per_shard", [])
     faults = details.get("faults") or {}
+    steps = [s for s in (details.get("drill") or {}).get("timeline", [])
+             if s.get("action") not in ("drill", "drill-end")]  # fmt: skip
+
+    def marks(t_start: int) -> list[tuple[float, str]]:
+        return [((s["at_ms"] - t_start) / 1000, f"{s['action']} {s.get('arg') or ''}".strip())
+                for s in steps]  # fmt: skip
+
     charts = [
         line_chart(
             "chart-lag-over-time",
@@ -192,6 +216,7 @@ def render_html(report: dict[str, Any]) -> str:
             {"avg lag ms": [b["avg"] for b in over], "max lag ms": [b["max"] for b in over]},
             f"seconds since {_clock(t0)} (source arrival)",
             "replication lag (ms)",
+            marks=marks(t0),
         ),
         bar_chart(
             "chart-lag-per-shard",
@@ -210,6 +235,7 @@ def render_html(report: dict[str, Any]) -> str:
             },
             f"seconds since {_clock(r0)} (arrival)",
             "records per second",
+            marks=marks(r0),
         ),
     ]
     verdict = report["verdict"]
@@ -243,6 +269,7 @@ verified {escape(str(report["started_at"]))} to {escape(str(report["finished_at"
 read). A verified time before the claimed one is not a violation by itself: a claim is broken
 only when the target lacked a record it covered while it was in force (checkpoint_ahead).</p>
 {_faults_table(faults)}
+{_drill_table(details.get("drill") or {})}
 <h2>Anomalies</h2>
 {anomaly_table(report)}
 <h2>Charts</h2>

@@ -160,4 +160,8 @@ def print_summary(report: dict[str, Any], file: TextIO | None = None) -> None:
                 console.print(f"    e.g. {_example_line(anomaly['examples'][0])}")
     dead = report.get("details", {}).get("dead_letters", {})
     if dead.get("count"):
-        console.print(f"  dead-lettered: {dead['count']} record(s)")
+        reasons = sorted({r.get("reason") for r in dead.get("records", []) if r.get("reason")})
+        console.print(
+            f"  dead-lettered: {dead['count']} record(s), kept with their data"
+            + (f" ({', '.join(reasons)[:200]})" if reasons else "")
+        )

@@ -24,6 +24,7 @@ from verify.report import build_report
 from verify.store import Store
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
+from xrh.drills.nemesis import TIMELINE_FILE, read_timeline
 from xrh.errors import EXIT_INVALID, EXIT_UNKNOWN, EXIT_VALID
 from xrh.faults import read_fault_log
 from xrh.resources import ResourceNames
@@ -100,6 +101,9 @@ def run_verify(
             store.set_meta(LEDGER_INCOMPLETE, ledger_reason)
         load_claims(store, run.path, config, stream, details)
         details["faults"] = read_fault_log(run.file(runs.FAULTS_FILE))
+        timeline = read_timeline(run.file(TIMELINE_FILE))
+        if timeline:
+            details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline}
         if run.file(runs.METRICS_FILE).exists():
             try:
                 details["replicator_metrics"] = run.read_json(runs.METRICS_FILE)

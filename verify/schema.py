@@ -84,9 +84,13 @@ CREATE TABLE claims (
     replicator_id TEXT, origin TEXT NOT NULL, seen_at_ms INTEGER NOT NULL,
     source_side TEXT NOT NULL DEFAULT 'a'
 );
+-- accepted: the dead letter holds the record's data and a reason that is not transient, so it
+-- accounts for the record (a poison record); otherwise the record can still be lost.
 CREATE TABLE dead_letters (
-    ident INTEGER, trace TEXT, pk TEXT, key TEXT, reason TEXT, location TEXT NOT NULL
+    ident INTEGER, trace TEXT, pk TEXT, key TEXT, reason TEXT, location TEXT NOT NULL,
+    accepted INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX dead_letters_ident ON dead_letters (ident) WHERE accepted = 1;
 CREATE TABLE items (side TEXT NOT NULL, key TEXT NOT NULL, item_hash INTEGER NOT NULL,
     item TEXT NOT NULL);
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
@@ -144,6 +148,14 @@ CREATE VIEW led_id AS SELECT ident, trace, l_status AS status, l_pk AS pk, l_key
     l_copies AS copies, origin FROM ids WHERE l_status IS NOT NULL;
 """
 SCHEMA = SCHEMA_TEMPLATE.replace("{ODD}", ODD)
+
+
+def dead_lettered(alias: str = "ids") -> str:
+    """SQL: the record of row ``alias`` is accounted for by an accepted dead letter."""
+    return (
+        f"EXISTS (SELECT 1 FROM dead_letters d INDEXED BY dead_letters_ident "
+        f"WHERE d.ident = {alias}.ident AND d.accepted = 1)"
+    )
 
 
 def upsert_side(prefix: str) -> str:

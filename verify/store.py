@@ -15,6 +15,7 @@ first (:meth:`Store.import_ledger`), so every record of it knows its origin befo
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,13 @@ from verify.schema import SCHEMA, UPSERT_LEDGER, UPSERT_RATES, upsert_side
 from xrh.contracts import WatermarkClaim
 
 BATCH = 5000
+# Dead-letter reasons that name a failure which may pass: such a record was dropped, not
+# rejected ("transient failures must never drop data"), so its dead letter accounts for nothing.
+TRANSIENT = re.compile(
+    r"throttl|ProvisionedThroughput|LimitExceeded|InternalFailure|InternalServerError|"
+    r"ServiceUnavailable|SlowDown|timeout|timed out|connection|unavailable",
+    re.IGNORECASE,
+)
 POSITION_BITS = 40  # records per shard before the generation bits: 10**12
 
 _UPSERT = {StoreSide.SOURCE: upsert_side("s"), StoreSide.TARGET: upsert_side("t")}
@@ -232,7 +240,7 @@ class Store:
     ) -> None:
         ident = identify(partition_key or "", data) if data is not None else None
         self.db.execute(
-            "INSERT INTO dead_letters VALUES (?,?,?,?,?,?)",
+            "INSERT INTO dead_letters VALUES (?,?,?,?,?,?,?)",
             (
                 ident.ident if ident else None,
                 ident.trace if ident else None,
@@ -240,6 +248,7 @@ class Store:
                 ident.key if ident else None,
                 reason,
                 location,
+                int(ident is not None and not TRANSIENT.search(reason or "")),
             ),
         )
 
@@ -261,7 +270,6 @@ class Store:
         self.db.executescript(
             """
             CREATE INDEX IF NOT EXISTS claims_t ON claims (claimed_at_ms, watermark_ms);
-            CREATE INDEX IF NOT EXISTS dead_letters_ident ON dead_letters (ident);
             """
         )
         self.finalized = True

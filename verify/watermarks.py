@@ -36,7 +36,7 @@ from typing import Any
 
 from verify.checks import EXAMPLES, Anomaly, _clean, _rows
 from verify.claims import OBSERVED_ORIGIN
-from verify.schema import ODD
+from verify.schema import ODD, dead_lettered
 from xrh.contracts import iso_ms
 
 
@@ -73,9 +73,12 @@ _IN_FLIGHT = """
       AND c.watermark_ms >= s.s_commit AND c.source_side IS s.origin
     GROUP BY c.id
 """
+# A dead-lettered poison record (with its data) is accounted for by the dead-letter sink, not
+# by the target: a claim past it is not ahead.
 _NEVER_ARRIVED = f"""
     SELECT ident, s_commit, s_arr, origin FROM ids INDEXED BY ids_odd
     WHERE {ODD} AND s_commit IS NOT NULL AND s_n IS NOT NULL AND t_n IS NULL AND own IS 1
+      AND NOT {dead_lettered()}
     ORDER BY s_arr
 """
 _LATE = """
@@ -155,8 +158,9 @@ def check_checkpoint_ahead(
     )
 
 
-_PROVEN = """
-    SELECT MIN(CASE WHEN t_arr IS NULL OR t_arr > :held_by THEN s_commit END), MAX(s_commit)
+_PROVEN = f"""
+    SELECT MIN(CASE WHEN (t_arr IS NULL AND NOT {dead_lettered()}) OR t_arr > :held_by
+                    THEN s_commit END), MAX(s_commit)
     FROM ids INDEXED BY ids_times
     WHERE s_n IS NOT NULL AND s_arr <= :arrived_by AND s_commit IS NOT NULL AND own IS 1
       AND origin IS :side
@@ -193,9 +197,9 @@ def _ahead_example(
 ) -> dict[str, Any]:
     t, w, seen = claim.claimed_at_ms, claim.watermark_ms, claim.seen_at_ms
     missing = db.execute(
-        """SELECT COUNT(*) FROM ids INDEXED BY ids_times
+        f"""SELECT COUNT(*) FROM ids INDEXED BY ids_times
            WHERE s_n IS NOT NULL AND s_arr <= ? AND s_commit <= ? AND own IS 1
-             AND origin IS ? AND (t_arr IS NULL OR t_arr > ?)""",
+             AND origin IS ? AND ((t_arr IS NULL AND NOT {dead_lettered()}) OR t_arr > ?)""",
         (t, w, claim.source_side, seen + tolerance_ms),
     ).fetchone()[0]
     record = _rows(

@@ -77,14 +77,30 @@ def test_retried_trace_with_a_failed_then_ok_attempt_is_acknowledged(planted):
     assert check_lost(db).count == 1
 
 
-def test_dead_lettered_acknowledged_record_is_lost_with_its_reason(planted):
+def test_poison_record_dead_lettered_with_its_data_is_accounted_for_not_lost(planted):
     clean(planted)
     planted.ledger("p0-dl", 4)
     planted.put(SRC, "p0-dl", 4, arrival=T0 + 700)
     planted.store.add_dead_letter("4", payload("p0-dl", 4, T0), "too large", "s3://b/k")
     lost = check_lost(planted.done())
-    assert lost.count == 1
-    assert lost.examples[0]["dead_letter_reason"] == "too large"
+    assert lost.count == 0
+    assert lost.details["dead_lettered_with_data"] == 1
+
+
+def test_dead_letter_for_a_transient_failure_or_without_data_does_not_excuse_a_loss(planted):
+    clean(planted)
+    for trace, key in (("p0-t", 4), ("p0-m", 5)):
+        planted.ledger(trace, key)
+        planted.put(SRC, trace, key, arrival=T0 + 700)
+    planted.store.add_dead_letter(
+        "4", payload("p0-t", 4, T0), "ProvisionedThroughputExceededException: Rate exceeded",
+        "s3://b/k1",
+    )  # fmt: skip
+    planted.store.add_dead_letter("5", None, "too large", "s3://b/k2")  # metadata only
+    lost = check_lost(planted.done())
+    assert lost.count == 2
+    reasons = {e["trace"]: e.get("dead_letter_reason") for e in lost.examples}
+    assert reasons["p0-t"].startswith("ProvisionedThroughputExceeded")
 
 
 def test_phantom_is_in_target_only(planted):

@@ -192,7 +192,7 @@ def test_clean_copy_is_valid_with_the_exact_schema(tmp_path):
     assert (tmp_path / "verify.sqlite").exists()
 
 
-def test_dead_lettered_record_is_lost_with_reason_and_listed(tmp_path):
+def test_dead_lettered_poison_record_is_counted_and_listed_not_lost(tmp_path):
     write_ledger(tmp_path / "ledger.sqlite", 10)
     bad = json.loads(record(4)["Data"])
     dead = json.dumps({"partitionKey": "1", "data": json.dumps(bad), "reason": "too_large"})
@@ -200,15 +200,16 @@ def test_dead_lettered_record_is_lost_with_reason_and_listed(tmp_path):
     target = [record(i) for i in range(10) if i != 4]
     result = verify(tmp_path, FakeClients(stream([record(i) for i in range(10)]),
                                           stream(target), s3=s3))  # fmt: skip
-    assert result.exit_code == 1
-    lost = result.report["anomalies"]["lost"]
-    assert lost["count"] == 1
-    assert lost["examples"][0]["trace"] == "p-4"
-    assert lost["examples"][0]["dead_letter_reason"] == "too_large"
+    assert result.exit_code == 0, result.report["reasons"]
+    assert result.report["anomalies"]["lost"]["count"] == 0
+    assert result.report["anomalies"]["stale"]["count"] == 0
+    assert result.report["details"]["anomaly_details"]["lost"]["dead_lettered_with_data"] == 1
     assert result.report["details"]["dead_letters"]["count"] == 1
+    assert result.report["details"]["dead_letters"]["records"][0]["reason"] == "too_large"
     out = io.StringIO()
     print_summary(result.report, file=out)
-    assert "verdict: invalid" in out.getvalue() and "p-4" in out.getvalue()
+    assert "verdict: valid" in out.getvalue()
+    assert "dead-lettered: 1 record(s), kept with their data (too_large)" in out.getvalue()
 
 
 def test_unreachable_endpoint_is_unknown_exit_2(tmp_path):
