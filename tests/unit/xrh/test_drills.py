@@ -1,0 +1,130 @@
+"""The drill framework without a harness: catalogues, schedules, the nemesis with a recording
+environment (undo of what is in force, failures logged not raised), the matrix's rows."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from xrh.drills import Action, Drill, Step, catalogue, get_drill
+from xrh.drills.nemesis import Nemesis, read_timeline
+from xrh.drills.runner import recovery_seconds, render_matrix, row
+from xrh.errors import UsageError
+
+
+class Recorder:
+    """A DrillEnv that records what it was asked, optionally failing one action."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.fail = fail
+
+    def __getattr__(self, name: str):
+        def call(*args: object) -> None:
+            self.calls.append((name, args[0] if args else None))
+            if name == self.fail:
+                raise RuntimeError(f"{name} refused")
+
+        return call
+
+
+def test_the_kinesis_catalogue_has_the_drills_the_issue_names():
+    names = {d.name for d in catalogue("kinesis")}
+    assert {"throttle-storm", "lost-answers", "replicator-crash", "target-outage",
+            "source-outage", "active-lookup-failure", "reshard", "lease-steal",
+            "poison-record"} <= names  # fmt: skip
+    assert catalogue("dynamodb") == ()
+
+
+def test_an_unknown_drill_is_a_usage_error_naming_the_choices():
+    with pytest.raises(UsageError, match="no such kinesis drill.*throttle-storm"):
+        get_drill("nope")
+
+
+def test_steps_are_fractions_of_the_load():
+    with pytest.raises(ValueError, match="fraction"):
+        Step(1.5, Action.CLEAR_FAULTS)
+
+
+def test_plan_scales_with_the_load_and_adds_the_undo_of_holds(tmp_path):
+    drill = get_drill("target-outage")
+    plan = Nemesis(drill, Recorder(), 20, tmp_path / "t.jsonl").plan()
+    assert plan == [(6.0, Action.PAUSE_REGION, "b"), (16.0, Action.RESUME_REGION, "b")]
+    long = Nemesis(drill, Recorder(), 100, tmp_path / "t.jsonl").plan()
+    assert long[0][0] == 30.0 and long[1][0] == 40.0
+
+
+def test_finish_undoes_what_is_still_in_force_and_logs_every_step(tmp_path):
+    drill = Drill("d", "kinesis", "test", (
+        Step(0.0, Action.FAULTS, "a:PutRecords:partial=0.1"),
+        Step(0.0, Action.PAUSE_REGION, "b"),
+        Step(0.0, Action.FREEZE_REPLICATOR),
+        Step(1.0, Action.CLEAR_FAULTS),
+    ))  # fmt: skip
+    env = Recorder()
+    nemesis = Nemesis(drill, env, 1000, tmp_path / "t.jsonl")  # the last step never comes
+    nemesis.start()
+    for _ in range(100):
+        if len(env.calls) == 3:
+            break
+        threading.Event().wait(0.01)
+    nemesis.finish()
+    assert env.calls[:3] == [("set_faults", "a:PutRecords:partial=0.1"),
+                             ("pause_region", "b"), ("freeze_replicator", None)]  # fmt: skip
+    assert sorted(env.calls[3:]) == [("resume_region", "b"), ("set_faults", None),
+                                     ("thaw_replicator", None)]  # fmt: skip
+    steps = [s["action"] for s in read_timeline(tmp_path / "t.jsonl")]
+    assert steps[0] == "drill" and steps[-1] == "drill-end" and len(steps) == 8
+    assert threading.active_count() >= 1 and nemesis._thread is None
+
+
+def test_a_step_that_fails_is_logged_and_the_drill_goes_on(tmp_path):
+    drill = Drill("d", "kinesis", "test", (
+        Step(0.0, Action.RESHARD, "8"), Step(0.0, Action.KILL_REPLICATOR),
+    ))  # fmt: skip
+    env = Recorder(fail="reshard")
+    nemesis = Nemesis(drill, env, 1, tmp_path / "t.jsonl")
+    for _, action, arg in nemesis.plan():
+        nemesis.step(action, arg)
+    nemesis.finish()
+    timeline = read_timeline(tmp_path / "t.jsonl")
+    assert [s["ok"] for s in timeline if s["action"] == "reshard"] == [False]
+    assert "refused" in timeline[-1]["note"] and timeline[-1]["ok"] is False
+    assert ("start_replicator", None) in env.calls  # the killed replicator is restarted
+
+
+def report(lag_buckets, p50=100):
+    return {
+        "verdict": "valid", "reasons": [], "lag_ms": {"p50": p50},
+        "anomalies": {k: {"count": 0, "examples": []} for k in ("lost", "duplicated")},
+        "details": {"lag_over_time": {"buckets": lag_buckets}, "dead_letters": {"count": 2}},
+    }  # fmt: skip
+
+
+def test_recovery_is_measured_from_the_last_step_to_lag_back_to_normal(tmp_path):
+    timeline = tmp_path / "drill-timeline.jsonl"
+    timeline.write_text("".join(json.dumps(s) + "\n" for s in (
+        {"action": "drill", "at_ms": 0}, {"action": "pause-region", "at_ms": 1000},
+        {"action": "resume-region", "at_ms": 11_000}, {"action": "drill-end", "at_ms": 12_000},
+    )))  # fmt: skip
+    buckets = [{"t_ms": t, "max": m} for t, m in
+               ((0, 50), (10_000, 9000), (11_000, 8000), (14_000, 2000), (15_000, 200))]
+    assert recovery_seconds(report(buckets), timeline) == 4.0
+    assert recovery_seconds(report(buckets[:3]), timeline) is None
+
+
+def test_matrix_rows_and_page(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps(report([])))
+    drill = get_drill("poison-record")
+    good = row(drill, "reference", 0, run, 31.0)
+    assert good["verdict"] == "valid" and good["expected"] == "valid" and good["lost"] == 0
+    assert good["dead_lettered"] == 2
+    missing = row(drill, "sample", 2, None, 5.0)
+    assert missing["verdict"] == "unknown" and missing["expected"] is None
+    page = render_matrix([good, missing])
+    assert page.count("<tr class=") == 2 and "poison-record" in page
+    assert "http" not in page.replace('xmlns="http', "")  # offline: no external assets
