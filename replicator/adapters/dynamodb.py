@@ -142,6 +142,36 @@ class DynamoCheckpointStore:
             raise CheckpointError(f"{self.table}: checkpoint write failed: {exc}") from exc
 
 
+class DynamoSampleWatermark:
+    """The sample behaviour's checkpoint (:mod:`replicator.core.sample`): one unconditional
+    PutItem per record of the whole ``#watermark`` row of the scope, the row the reference
+    publishes its stream watermark in. ``watermarkMs`` is left out when the commit text does
+    not parse (the sample stores whatever text it found)."""
+
+    def __init__(self, client: Any, table: str, scope: str, owner: str = "") -> None:
+        self.client = client
+        self.table = table
+        self.scope = scope
+        self.owner = owner
+        self.calls = 0
+
+    def overwrite(self, commit_text: str, commit_ms: int | None, written_at_ms: int) -> None:
+        item: dict[str, Any] = {
+            "scope": {"S": self.scope},
+            "shardId": {"S": WATERMARK_SHARD_ID},
+            "watermark": {"S": commit_text},
+            "claimedAtMs": {"N": str(written_at_ms)},
+            "updatedBy": {"S": self.owner},
+        }
+        if commit_ms is not None:
+            item["watermarkMs"] = {"N": str(commit_ms)}
+        try:
+            self.calls += 1
+            self.client.put_item(TableName=self.table, Item=item)
+        except _FAILURES as exc:
+            raise CheckpointError(f"{self.table}: checkpoint write failed: {exc}") from exc
+
+
 def _num(item: dict, name: str) -> int | None:
     value = item.get(name, {}).get("N")
     return None if value is None else int(value)
@@ -150,17 +180,21 @@ def _num(item: dict, name: str) -> int | None:
 class DynamoActiveRegion:
     """ActiveRegionLookup over ``{prefix}-active-region`` in the replicator's own region."""
 
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: Any, table: str, *, consistent_read: bool = True) -> None:
         self.client = client
         self.table = table
+        self.consistent_read = consistent_read  # False only for the sample behaviour
         self.calls = 0
 
     def assignment(self, stream: str, *, not_before_ms: int | None = None) -> Assignment:
-        """Always a fresh, consistent read, so any ``not_before_ms`` is met."""
+        """Always a fresh read (consistent unless built otherwise), so any ``not_before_ms``
+        is met."""
         try:
             self.calls += 1
             item = self.client.get_item(
-                TableName=self.table, Key={"streamName": {"S": stream}}, ConsistentRead=True
+                TableName=self.table,
+                Key={"streamName": {"S": stream}},
+                ConsistentRead=self.consistent_read,
             ).get("Item")
         except _FAILURES as exc:
             raise ActiveRegionLookupError(

@@ -83,6 +83,17 @@ class KinesisSink:
         self.client = client
         self.calls = 0
 
+    def put_record(self, stream: str, partition_key: str, data: bytes) -> tuple[str, str]:
+        """One single-record PutRecord (only the sample behaviour uses it): (shard, sequence)."""
+        self.calls += 1
+        try:
+            response = self.client.put_record(
+                StreamName=stream, PartitionKey=partition_key, Data=data
+            )
+        except Exception as exc:
+            raise translate(exc) from exc
+        return response["ShardId"], response["SequenceNumber"]
+
     def put_records(self, stream: str, entries: Sequence[PutEntry]) -> Sequence[EntryResult]:
         wire = []
         for e in entries:

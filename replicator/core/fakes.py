@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from replicator.core.putrecords import EntryResult, PutEntry
-from replicator.errors import SinkError, UnknownOutcomeError
+from replicator.errors import RetryableRequestError, SinkError, UnknownOutcomeError
 
 HASH_SPACE = 2**128
 #: First sequence number handed out: AWS numbers are long decimals, never "1", "2", ...
@@ -90,6 +90,14 @@ class ScriptedSink:
                 self.records = [r for r in self.records if id(r) not in dropped]
             raise UnknownOutcomeError("read timeout (scripted)", "ReadTimeout")
         return results
+
+    def put_record(self, stream: str, partition_key: str, data: bytes) -> tuple[str, str]:
+        """Single-record PutRecord (the sample behaviour): one call, the same scripted faults;
+        an entry-level failure is raised, as PutRecord raises it."""
+        (result,) = self.put_records(stream, [PutEntry(partition_key, data)])
+        if not result.ok:
+            raise RetryableRequestError(result.error_message or "", result.error_code)
+        return result.shard_id or "", result.sequence_number or ""
 
     def _apply(self, call: int, entries: Sequence[PutEntry]) -> list[EntryResult]:
         faults = self._entry_faults.get(call, {})

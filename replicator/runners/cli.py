@@ -4,6 +4,11 @@ Reads the stream of ``--side`` (its own region) and writes the same-named stream
 region. Leases, checkpoints, claims and metrics as described in :mod:`replicator.runners.poller`
 and :mod:`replicator.core.watermark`. Exit codes: 0 stopped or drained, 2 could not drain
 (``--drain-timeout``), 3 bad usage. SIGTERM: graceful stop; SIGUSR1: drain and exit.
+
+``--behaviour sample`` runs the published sample's copy logic instead
+(:mod:`replicator.core.sample`) under the same poller, leases and shard walk, so that only the
+copy logic differs; its log lines, metrics file and summary say "sample behaviour", and it
+publishes no stream watermark of its own (its per-record checkpoint writes are its claims).
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["a", "b"],
         default="a",
         help="region this replicator runs in and reads from (writes to the other)",
+    )
+    parser.add_argument(
+        "--behaviour",
+        choices=["reference", "sample"],
+        default="reference",
+        help="copy logic: the reference replicator, or the published sample's behaviour "
+        "reproduced (per-record PutRecord and checkpoint; to see what verify catches)",
     )
     parser.add_argument("--run-dir", default=None, help="run directory (default <runs-dir>/latest)")
     parser.add_argument("--worker-id", default=None, help="lease owner id (default host-pid)")
@@ -97,17 +109,21 @@ def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
 class RunFiles:
     """Claims log, metrics file (merged across workers under a lock) and the JSON log."""
 
-    def __init__(self, run_dir: Path, worker_id: str) -> None:
+    def __init__(self, run_dir: Path, worker_id: str, behaviour: str | None = None) -> None:
         from xrh import runs
 
         self.claims = run_dir / runs.CLAIMS_FILE
         self.metrics = run_dir / runs.METRICS_FILE
         self.log_path = run_dir / f"replicator-{worker_id}.log"
         self.worker_id = worker_id
+        self.behaviour = behaviour  # a label carried by every line ("sample behaviour")
         self._log = self.log_path.open("a", buffering=1)
 
     def log(self, event: str, **fields: Any) -> None:
-        line = {"ts": int(time.time() * 1000), "worker": self.worker_id, "event": event, **fields}
+        line = {"ts": int(time.time() * 1000), "worker": self.worker_id, "event": event}
+        if self.behaviour:
+            line["behaviour"] = self.behaviour
+        line.update(fields)
         self._log.write(json.dumps(line, default=str) + "\n")
 
     def emf(self, line: str) -> None:
@@ -130,6 +146,8 @@ class RunFiles:
                 data = {}
             workers = data.setdefault("workers", {})
             workers[self.worker_id] = snapshot
+            if snapshot.get("behaviour"):
+                data["behaviour"] = snapshot["behaviour"]
             totals: dict[str, int] = {}
             for w in workers.values():
                 for k, v in w.get("counters", {}).items():
@@ -145,69 +163,52 @@ class RunFiles:
 
 def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     """Wire the poller from boto3 adapters (also used by the functional tests)."""
-    from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoCheckpointStore
-    from replicator.adapters.kinesis import KinesisReader, KinesisSink
+    from replicator.adapters.dynamodb import DynamoCheckpointStore
+    from replicator.adapters.kinesis import KinesisReader
     from replicator.adapters.leases import LeaseTable
-    from replicator.adapters.s3 import S3DeadLetterSink
-    from replicator.core.active import CachedActiveRegion
-    from replicator.core.batch import ShardReplicator
     from replicator.core.metrics import emf_line
-    from replicator.core.putrecords import Backoff, Limits, PutRecordsSender
-    from replicator.core.watermark import WatermarkPublisher, WatermarkSettings
-    from replicator.runners.poller import Poller, PollerSettings
+    from replicator.core.sample import SAMPLE_LABEL, SAMPLE_NOTE
+    from replicator.core.watermark import WatermarkPublisher
+    from replicator.runners.poller import NoClaims, Poller, PollerSettings
     from xrh.aws import AwsClients
     from xrh.contracts import WatermarkClaim, checkpoint_scope
     from xrh.resources import ResourceNames
 
+    sample = getattr(args, "behaviour", "reference") == "sample"
     side = Side(args.side)
     target = side.other
     names = ResourceNames(config.prefix)
     source_region, target_region = config.region(side), config.region(target)
     clients = AwsClients(config, max_attempts=1, read_timeout=10.0)
-    files = RunFiles(run_dir, worker_id)
+    files = RunFiles(run_dir, worker_id, SAMPLE_LABEL if sample else None)
     reader = KinesisReader(clients.client("kinesis", side), names.stream)
-    sink = KinesisSink(clients.client("kinesis", target))
-    sender = PutRecordsSender(
-        sink,
-        names.stream,
-        limits=Limits(500, args.max_record_bytes, args.max_request_bytes),
-        backoff=Backoff(max_attempts=args.max_attempts),
-    )
-    lookup = DynamoActiveRegion(clients.client("dynamodb", side), names.active_region_table)
-    active = CachedActiveRegion(
-        lookup, args.active_region_ttl, time.monotonic, lambda: int(time.time() * 1000)
-    )
+    scope = checkpoint_scope("kinesis", names.stream, source_region)
     checkpoints = DynamoCheckpointStore(
-        clients.client("dynamodb", target),
-        names.checkpoint_table,
-        checkpoint_scope("kinesis", names.stream, source_region),
-        owner=worker_id,
+        clients.client("dynamodb", target), names.checkpoint_table, scope, owner=worker_id
     )
-    dead = S3DeadLetterSink(clients.client("s3", side), names.dead_letter_bucket(source_region))
-    replicator = ShardReplicator(
-        stream=names.stream,
-        source_region=source_region,
-        target_region=target_region,
-        sender=sender,
-        active=active,
-        checkpoints=checkpoints,
-        dead_letters=dead,
-        clock_ms=lambda: int(time.time() * 1000),
-        watermark=WatermarkSettings(args.max_commit_delay_ms, args.watermark_margin_ms),
-        log=files.log,
-    )
-
-    def on_claim(claim: Any) -> None:
-        files.append_claim(
-            WatermarkClaim(
-                claim.claimed_at_ms, claim.watermark_ms, names.stream,
-                source_region, target_region, worker_id,
-            ).to_line()
+    if sample:
+        replicator, sink, lookup, calls = _sample_replicator(
+            config, names, side, source_region, target_region, scope, checkpoints, files,
+            worker_id,
         )  # fmt: skip
+        publisher: Any = NoClaims()
+        files.log("start", note=SAMPLE_NOTE)
+    else:
+        replicator, sink, lookup, calls = _reference_replicator(
+            args, clients, names, side, source_region, target_region, checkpoints, files
+        )
 
-    publisher = WatermarkPublisher(
-        checkpoints, reader.list_shards, lambda: int(time.time() * 1000), on_claim
-    )
+        def on_claim(claim: Any) -> None:
+            files.append_claim(
+                WatermarkClaim(
+                    claim.claimed_at_ms, claim.watermark_ms, names.stream,
+                    source_region, target_region, worker_id,
+                ).to_line()
+            )  # fmt: skip
+
+        publisher = WatermarkPublisher(
+            checkpoints, reader.list_shards, lambda: int(time.time() * 1000), on_claim
+        )
     leases = LeaseTable(
         clients.client("dynamodb", side), names.lease_table, names.stream, worker_id
     )
@@ -223,31 +224,103 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
         start_at_latest=args.start_at_latest,
     )
     metrics = replicator.metrics
+    dimensions = {"Stream": names.stream, "Worker": worker_id}
+    extra = {"Behaviour": SAMPLE_LABEL} if sample else {}
 
     def on_tick() -> None:
         snap = metrics.snapshot()
+        if sample:
+            snap["behaviour"] = SAMPLE_NOTE
         snap["aws_calls"] = {
             "source_reads": reader.calls,
             "target_puts": sink.calls,
-            "checkpoint": checkpoints.calls,
+            "checkpoint": checkpoints.calls + calls(),
             "active_region": lookup.calls,
             "leases": leases.calls,
         }
         files.write_metrics(snap)
         now = int(time.time() * 1000)
-        files.emf(
-            emf_line(dict(metrics.counters), {"Stream": names.stream, "Worker": worker_id}, now)
-        )
+        files.emf(emf_line(dict(metrics.counters), dimensions, now, **extra))
         for shard_id, lag in metrics.shards.items():
             values = {k: v for k, v in (("millis_behind_latest", lag.millis_behind_latest), ("commit_lag_ms", lag.commit_lag_ms)) if v is not None}  # fmt: skip
             if values:
-                files.emf(emf_line(values, {"Stream": names.stream, "ShardId": shard_id}, now))
+                files.emf(emf_line(values, {"Stream": names.stream, "ShardId": shard_id}, now, **extra))  # fmt: skip
 
     poller = Poller(
         reader=reader, leases=leases, replicator=replicator, checkpoints=checkpoints,
         publisher=publisher, settings=settings, log=files.log, on_tick=on_tick,
     )  # fmt: skip
     return poller, files
+
+
+def _reference_replicator(args, clients, names, side, source_region, target_region, checkpoints, files):  # fmt: skip
+    from replicator.adapters.dynamodb import DynamoActiveRegion
+    from replicator.adapters.kinesis import KinesisSink
+    from replicator.adapters.s3 import S3DeadLetterSink
+    from replicator.core.active import CachedActiveRegion
+    from replicator.core.batch import ShardReplicator
+    from replicator.core.putrecords import Backoff, Limits, PutRecordsSender
+    from replicator.core.watermark import WatermarkSettings
+
+    sink = KinesisSink(clients.client("kinesis", side.other))
+    sender = PutRecordsSender(
+        sink,
+        names.stream,
+        limits=Limits(500, args.max_record_bytes, args.max_request_bytes),
+        backoff=Backoff(max_attempts=args.max_attempts),
+    )
+    lookup = DynamoActiveRegion(clients.client("dynamodb", side), names.active_region_table)
+    active = CachedActiveRegion(
+        lookup, args.active_region_ttl, time.monotonic, lambda: int(time.time() * 1000)
+    )
+    dead = S3DeadLetterSink(clients.client("s3", side), names.dead_letter_bucket(source_region))
+    replicator = ShardReplicator(
+        stream=names.stream,
+        source_region=source_region,
+        target_region=target_region,
+        sender=sender,
+        active=active,
+        checkpoints=checkpoints,
+        dead_letters=dead,
+        clock_ms=lambda: int(time.time() * 1000),
+        watermark=WatermarkSettings(args.max_commit_delay_ms, args.watermark_margin_ms),
+        log=files.log,
+    )
+    return replicator, sink, lookup, lambda: 0
+
+
+#: The AWS SDK for Java 2.x retries 3 times by default (4 sends), DynamoDB 8 times (9 sends);
+#: the sample relies on that, so its reproduction does too.
+SAMPLE_KINESIS_ATTEMPTS, SAMPLE_DYNAMODB_ATTEMPTS = 4, 9
+
+
+def _sample_replicator(config, names, side, source_region, target_region, scope, positions, files, worker_id):  # fmt: skip
+    from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoSampleWatermark
+    from replicator.adapters.kinesis import KinesisSink
+    from replicator.core.sample import SampleReplicator
+    from xrh.aws import AwsClients
+
+    kinesis = AwsClients(config, max_attempts=SAMPLE_KINESIS_ATTEMPTS, read_timeout=10.0)
+    dynamodb = AwsClients(config, max_attempts=SAMPLE_DYNAMODB_ATTEMPTS, read_timeout=10.0)
+    sink = KinesisSink(kinesis.client("kinesis", side.other))
+    lookup = DynamoActiveRegion(
+        dynamodb.client("dynamodb", side), names.active_region_table, consistent_read=False
+    )
+    row = DynamoSampleWatermark(
+        dynamodb.client("dynamodb", side.other), names.checkpoint_table, scope, owner=worker_id
+    )
+    replicator = SampleReplicator(
+        stream=names.stream,
+        source_region=source_region,
+        target_region=target_region,
+        sink=sink,
+        active=lookup,
+        watermark_row=row,
+        positions=positions,
+        clock_ms=lambda: int(time.time() * 1000),
+        log=files.log,
+    )
+    return replicator, sink, lookup, lambda: row.calls
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,14 +335,15 @@ def run(args: argparse.Namespace) -> int:
     poller, files = build(args, config, run_dir, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
-    print(f"replicating {config.prefix}-stream from side {args.side} as {worker_id}; "
+    label = f" ({files.behaviour})" if files.behaviour else ""
+    print(f"replicating {config.prefix}-stream from side {args.side} as {worker_id}{label}; "
           f"log {files.log_path}", file=sys.stderr)  # fmt: skip
     try:
         code = poller.run()
     finally:
         files.close()
     counters = poller.replicator.metrics.counters
-    print(f"replicator {worker_id}: {poller.exit_reason}; copied {counters['records_copied']} "
+    print(f"replicator {worker_id}{label}: {poller.exit_reason}; copied {counters['records_copied']} "
           f"records, {counters['dead_lettered']} dead-lettered, {counters['claims']} claims",
           file=sys.stderr)  # fmt: skip
     return code

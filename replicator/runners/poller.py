@@ -15,15 +15,50 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from replicator.adapters.kinesis import KinesisReader
 from replicator.adapters.leases import SHARD_END, LeaseTable
-from replicator.core.batch import BatchStatus, ShardReplicator
+from replicator.core.batch import BatchResult, BatchStatus
 from replicator.core.checkpoint import CheckpointStore
-from replicator.core.watermark import ShardInfo, WatermarkPublisher
+from replicator.core.metrics import Metrics
+from replicator.core.records import SourceRecord
+from replicator.core.watermark import Claim, ShardInfo
 from replicator.errors import CheckpointError
+
+
+class BatchReplicator(Protocol):
+    """The copy logic the poller drives: the reference :class:`~replicator.core.batch.
+    ShardReplicator` or the sample's :class:`~replicator.core.sample.SampleReplicator`."""
+
+    metrics: Metrics
+
+    def process(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        *,
+        tip_read_at_ms: int | None = None,
+        shard_end: bool = False,
+    ) -> BatchResult: ...
+
+    def idle(
+        self, shard_id: str, sequence_number: str | None, tip_read_at_ms: int, closed: bool = False
+    ) -> bool: ...
+
+
+class ClaimPublisher(Protocol):
+    def publish(self) -> Claim | None: ...
+
+
+class NoClaims:
+    """No stream watermark (the sample behaviour: its checkpoint writes are its only claims)."""
+
+    def publish(self) -> Claim | None:
+        return None
+
 
 EXIT_OK, EXIT_NOT_DRAINED = 0, 2
 
@@ -57,9 +92,9 @@ class _Shard:
 class Poller:
     reader: KinesisReader
     leases: LeaseTable
-    replicator: ShardReplicator
+    replicator: BatchReplicator
     checkpoints: CheckpointStore
-    publisher: WatermarkPublisher
+    publisher: ClaimPublisher
     settings: PollerSettings = field(default_factory=PollerSettings)
     clock: Callable[[], float] = time.time
     sleep: Callable[[], None] | Callable[[float], None] = time.sleep
