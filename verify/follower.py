@@ -18,9 +18,10 @@ again, and shards created since (resharding) are found by listing the stream aga
   its end (closed: ``NextShardIterator`` is None) or at its tip (open: an empty page with
   ``MillisBehindLatest`` 0), without waiting.
 - Pages go through one bounded queue, so memory stays flat: a reader blocks when the sinks fall
-  behind. Pages of one shard are queued in the order they were read, and sinks are called only
-  in the calling thread, so the records of a shard reach their sink in shard order (the store
-  numbers positions in call order). Shards are read concurrently, parents beside their children:
+  behind (at most ``QUEUE_PAGES`` pages plus one in each reader's hand are held). Pages of one
+  shard are queued in the order they were read, and sinks are called only in the calling
+  thread, so the records of a shard reach their sink in shard order (the store numbers
+  positions in call order). Shards are read concurrently, parents beside their children:
   every record carries its shard's generation, which the store orders by.
 - On a botocore client, GetRecords answers are parsed with ``json.loads`` rather than botocore's
   per-record parser (:func:`verify.kinesis_reader.raw_get_records`: about 16 us a record less,
@@ -67,7 +68,7 @@ __all__ = ["StreamFollower", "catch_up"]
 Sink = Callable[[StreamRecord], None]
 
 POLL_S = 0.05  # how often a blocked queue put or get looks at the stop flag and the deadline
-PAGES_PER_THREAD = 1  # queue depth: pages waiting for the sinks, per reader thread
+QUEUE_PAGES = 4  # pages waiting for the sinks (each up to ``limit`` records)
 
 
 @dataclass(slots=True)
@@ -247,10 +248,10 @@ class _Task:
 class _Pass:
     """The shared state of one catch-up: task list, queue, stop flag, failures."""
 
-    def __init__(self, tasks: list[_Task], threads: int, deadline: float, clock) -> None:
+    def __init__(self, tasks: list[_Task], deadline: float, clock: Callable[[], float]) -> None:
         self.todo: deque[_Task] = deque(tasks)
         self.queue: queue.Queue[tuple[_Task, list[StreamRecord] | None, Any]] = queue.Queue(
-            maxsize=max(2, PAGES_PER_THREAD * threads)
+            maxsize=QUEUE_PAGES
         )
         self.stop = threading.Event()
         self.deadline = deadline
@@ -313,7 +314,9 @@ def catch_up(
         try:  # listed even past the deadline, so the unfinished shards can be named
             shards = follower._refresh()
         except Exception as exc:
-            raise _translated(follower, exc) from exc
+            if is_connection_error(exc):
+                raise _unreachable(follower, exc) from exc
+            raise
         listed[follower.label] = shards
         for order, shard in enumerate(shards):
             task = _Task(follower, shard, sink)
@@ -335,7 +338,7 @@ def _run(
     """Start the readers, deliver their pages in this thread, stop and join them whatever
     happens."""
     count = min(max_threads, len(tasks))
-    run = _Pass(tasks, count, deadline, clock)
+    run = _Pass(tasks, deadline, clock)
     followers = {id(t.follower): t.follower for t in tasks}.values()
     for follower in followers:
         follower._busy = True
@@ -381,13 +384,13 @@ def _run(
             follower._busy = False
     if run.failure is not None:
         task, exc = run.failure
-        raise _translated(task.follower, exc) from exc
+        if isinstance(exc, Exception) and is_connection_error(exc):
+            raise _unreachable(task.follower, exc) from exc
+        raise exc  # as the reader thread saw it, with its traceback
 
 
-def _translated(follower: StreamFollower, exc: BaseException) -> BaseException:
-    if isinstance(exc, Exception) and is_connection_error(exc):
-        return EndpointUnreachable(f"{follower.where()}: endpoint not reachable ({exc})")
-    return exc
+def _unreachable(follower: StreamFollower, exc: Exception) -> EndpointUnreachable:
+    return EndpointUnreachable(f"{follower.where()}: endpoint not reachable ({exc})")
 
 
 def _account(

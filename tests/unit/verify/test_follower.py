@@ -58,6 +58,7 @@ class ThreadedKinesis:
         self.delay = delay
         self.faults: dict[tuple[str, int], BaseException] = {}
         self.list_fault: BaseException | None = None
+        self.list_throttles = 0
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
@@ -83,6 +84,9 @@ class ThreadedKinesis:
     def list_shards(self, **kwargs):
         if self.list_fault is not None:
             raise self.list_fault
+        if self.list_throttles:
+            self.list_throttles -= 1
+            raise client_error("LimitExceededException")
         with self.lock:
             out = []
             for sid in sorted(self.shards):
@@ -337,6 +341,15 @@ def test_connection_failure_while_listing_is_endpoint_unreachable(no_thread_left
     fake.list_fault = ConnectionRefusedError("refused")
     with pytest.raises(EndpointUnreachable, match="a: stream s"):
         catch_up([(follower(fake, "a"), Collected())], deadline=FOREVER)
+
+
+def test_listing_is_retried_when_throttled(no_thread_left):
+    fake = ThreadedKinesis(four_shards(2))
+    fake.list_throttles = 2
+    slept: list[float] = []
+    f = follower(fake, "a", sleep=slept.append, backoff=Backoff(0.1, 5))
+    stats = catch_up([(f, Collected())], deadline=FOREVER)
+    assert slept == [0.1, 0.2] and stats["a"].records == 14 and stats["a"].complete
 
 
 def test_resource_not_found_propagates(no_thread_left):
