@@ -187,12 +187,12 @@ class StreamFollower:
         while True:
             if run.stop.is_set() or run.clock() >= run.deadline:
                 return None
-            if iterator is None:
-                task.calls += 1
-                iterator = self._iterator(shard_id, last)
-            self._pace(shard)
-            task.calls += 1
             try:
+                if iterator is None:  # GetShardIterator is throttled like GetRecords
+                    task.calls += 1
+                    iterator = self._iterator(shard_id, last)
+                self._pace(shard)
+                task.calls += 1
                 page = get_records(iterator, limit)
             except Exception as exc:
                 code = error_code(exc)

@@ -59,6 +59,7 @@ class ThreadedKinesis:
         self.faults: dict[tuple[str, int], BaseException] = {}
         self.list_fault: BaseException | None = None
         self.list_throttles = 0
+        self.iterator_throttles: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
@@ -102,6 +103,9 @@ class ThreadedKinesis:
 
     def get_shard_iterator(self, StreamName, ShardId, ShardIteratorType, **kw):
         with self.lock:
+            if self.iterator_throttles.get(ShardId):
+                self.iterator_throttles[ShardId] -= 1
+                raise client_error("ProvisionedThroughputExceededException")
             after = kw.get("StartingSequenceNumber")
             self.iterators.append((ShardId, ShardIteratorType, after))
             records = self.shards[ShardId].records
@@ -276,15 +280,16 @@ def test_throttling_backs_off_and_an_expired_iterator_resumes_after_the_last_rec
         ("shardId-1", 2): throttle,
         ("shardId-2", 3): client_error("ExpiredIteratorException"),
     }
+    fake.iterator_throttles["shardId-3"] = 1
     slept: list[float] = []
     f = follower(fake, "a", sleep=slept.append, backoff=Backoff(0.1, 5))
     sink = Collected()
     stats = catch_up([(f, sink)], deadline=FOREVER)
-    assert sorted(slept) == [0.1, 0.2]
+    assert sorted(slept) == [0.1, 0.1, 0.2]
     assert sink.per_shard() == expected(fake)  # every record once, in order
-    assert stats["a"].throttles == 2 and stats["a"].expired_iterators == 1
+    assert stats["a"].throttles == 3 and stats["a"].expired_iterators == 1
     assert ("shardId-2", "AFTER_SEQUENCE_NUMBER", "6") in fake.iterators  # two pages of 3 read
-    assert f.stats.throttles == 2 and f.stats.expired_iterators == 1
+    assert f.stats.throttles == 3 and f.stats.expired_iterators == 1
 
 
 def test_calls_on_one_shard_are_spaced_by_the_minimum_interval(no_thread_left):
