@@ -107,3 +107,16 @@ def compute_lag(db: sqlite3.Connection) -> LagResult:
         for b in range(int((hi - lo) // bucket) + 1)
     ]
     return LagResult(overall, from_commit, per_shard, over_time, rates, bucket)
+
+
+def caught_up_after(db: sqlite3.Connection, at_ms: int) -> float | None:
+    """Seconds from ``at_ms`` (a drill's last fault step) until the target held every record
+    of this run that had reached its source by then: how long the backlog took to clear."""
+    row = db.execute(
+        """SELECT MAX(t_arr) FROM ids INDEXED BY ids_times
+           WHERE s_n IS NOT NULL AND own IS 1 AND s_arr <= ? AND t_arr IS NOT NULL""",
+        (at_ms,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return round(max(0, row[0] - at_ms) / 1000, 3)

@@ -18,6 +18,7 @@ from typing import Any
 from verify.collect import DEFAULT_SETTLE_S, load_claims, load_ledger, read_regions
 from verify.errors import VerifyUsageError
 from verify.html_report import render_html
+from verify.lag import caught_up_after
 from verify.model import StoreSide, Verdict
 from verify.reconcile import Reconciliation, decide, reconcile
 from verify.report import build_report
@@ -129,6 +130,8 @@ def run_verify(
             store.finalize()
             result = reconcile(store.db, tolerance_ms=tolerance_ms)
             details.setdefault("timings_s", {})["reconcile"] = round(time.perf_counter() - t0, 3)
+            if timeline:
+                details["drill"]["recovery_s"] = _recovery(store, timeline)
     finally:
         store.close()
     decision = decide(
@@ -138,6 +141,13 @@ def run_verify(
         ledger_incomplete=ledger_reason,
     )
     return _write_report(run, config, decision, started_at, result, details)
+
+
+def _recovery(store: Store, timeline: list[dict[str, Any]]) -> float | None:
+    """How long after the drill's last fault step the target had every record that reached
+    its source before that step."""
+    steps = [s["at_ms"] for s in timeline if s.get("action") not in ("drill", "drill-end")]
+    return caught_up_after(store.db, max(steps)) if steps else None
 
 
 def _has_endpoints(config: HarnessConfig) -> bool:

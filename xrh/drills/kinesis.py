@@ -16,9 +16,10 @@ THROTTLE_STORM = (
 LOST_ANSWERS = (
     "a:PutRecords:lost-answer=0.05,b:PutRecords:lost-answer=0.05,a:GetRecords:lost-answer=0.05"
 )
-# The replicator's checkpoint writes (UpdateItem in B) made slow, so kills land between the
-# target's acknowledgement and the checkpoint write.
-SLOW_CHECKPOINTS = "b:UpdateItem:latency=300"
+# The replicator's checkpoint writes (UpdateItem in B) mostly refused and retried with backoff,
+# so kills land between the target's acknowledgement and the checkpoint write (a latency fault
+# would not do: the request is carried out before its answer is delayed).
+SLOW_CHECKPOINTS = "b:UpdateItem:throttle=0.7"
 # The active-region table is read with GetItem in the replicator's own region A (the lease
 # table uses Scan, PutItem, UpdateItem, DeleteItem there; the checkpoints live in B).
 ACTIVE_LOOKUP_DOWN = "a:GetItem:error=1.0"
@@ -49,7 +50,7 @@ DRILLS: tuple[Drill, ...] = (
     Drill(
         "replicator-crash",
         "kinesis",
-        "the replicator SIGKILLed three times (checkpoint writes slowed, so some kills land "
+        "the replicator SIGKILLed three times (checkpoint writes throttled, so kills land "
         "between the target's acknowledgement and the checkpoint write), restarted each time",
         (
             Step(0.1, Action.FAULTS, SLOW_CHECKPOINTS),

@@ -127,30 +127,13 @@ def row(drill: Drill, replicator: str, code: int, run_dir: Path | None,
     for kind in COLUMNS:
         out[kind] = report["anomalies"].get(kind, {}).get("count", 0)
     out["dead_lettered"] = (report["details"].get("dead_letters") or {}).get("count", 0)
-    out["recovery_s"] = recovery_seconds(report, run_dir / "drill-timeline.jsonl")
+    out["recovery_s"] = (report["details"].get("drill") or {}).get("recovery_s")
     examples = [
         f"{kind}: {a['examples'][0].get('explanation') or a['examples'][0]}"
         for kind, a in report["anomalies"].items() if a["count"] and a["examples"]
     ]  # fmt: skip
     out["counterexamples"] = examples[:3]
     return out
-
-
-def recovery_seconds(report: dict[str, Any], timeline: Path) -> float | None:
-    """Seconds from the drill's last fault step to the first second after it whose records
-    were replicated with no more than max(1 s, 3 x the run's median) lag."""
-    from xrh.drills.nemesis import read_timeline
-
-    steps = [s for s in read_timeline(timeline) if s["action"] not in ("drill", "drill-end")]
-    buckets = report.get("details", {}).get("lag_over_time", {}).get("buckets", [])
-    if not steps or not buckets:
-        return None
-    fault_end = max(s["at_ms"] for s in steps)
-    threshold = max(1000, 3 * (report.get("lag_ms", {}).get("p50") or 0))
-    for bucket in buckets:
-        if bucket["t_ms"] >= fault_end and bucket["max"] <= threshold:
-            return round((bucket["t_ms"] - fault_end) / 1000, 1)
-    return None
 
 
 def render_matrix(rows: list[dict[str, Any]]) -> str:
@@ -177,8 +160,8 @@ tr.unknown td:nth-child(3) {{ color: #a60; }} tr.unexpected {{ background: #fee;
 </head><body><h1>Drills</h1>
 <p>Each row is one drill (load, its fault schedule, drain, verify) with one replicator. The
 reference replicator must end every drill valid (a row in red did not); other replicators are
-shown for what the harness catches in them. Recovery: seconds from the last fault step until
-replication lag is back under max(1 s, 3 x the run's median).</p>
+shown for what the harness catches in them. Recovery: seconds from the drill's last fault step
+until the target held every record that had reached the source by then.</p>
 <table id="drills"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 </body></html>
 """

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from verify_planting import T0
 
-from verify.lag import compute_lag
+from verify.lag import caught_up_after, compute_lag
+from verify.model import StoreSide
 
 
 def test_percentiles_overall_and_per_shard(planted):
@@ -45,3 +46,13 @@ def test_lag_uses_first_copies_and_rates_count_each_copy_when_it_arrived(planted
     assert lag.overall == {"p50": 100, "p90": 100, "p99": 100, "max": 100}
     assert [r["t_ms"] for r in lag.rates if r["replicated_per_s"]] == [T0, T0 + 5000]
     assert [r["t_ms"] for r in lag.rates if r["produced_per_s"]] == [T0]
+
+
+def test_recovery_is_when_the_backlog_of_the_fault_cleared(planted):
+    for i in range(10):
+        lag = 4_000 if i == 5 else 10  # record 5 waited out an outage
+        planted.both(f"r-{i}", i, arrival=T0 + i * 100, lag=lag, commit=T0)
+    planted.put(StoreSide.SOURCE, "r-late", 1, arrival=T0 + 2_000, commit=T0)  # after the step
+    db = planted.done()
+    assert caught_up_after(db, T0 + 1_000) == 3.5  # r-5 reached the target at T0 + 4500
+    assert caught_up_after(db, T0 - 1) is None

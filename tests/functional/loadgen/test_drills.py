@@ -1,0 +1,51 @@
+"""Every kinesis drill as a short functional test: `xrh drill NAME` (a headless Locust run with
+the drill's fault schedule, drain and verify) must end valid with the reference replicator, its
+steps all taken. `xrh drill --all` runs the same drills longer, on demand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_locust_runs import _reap
+
+from xrh.drills import catalogue
+
+pytestmark = pytest.mark.functional
+DRILL_SECONDS = "12s"
+
+
+def run_drill(cwd: Path, name: str, *extra: str) -> tuple[int, str, dict, list[dict]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xrh", "drill", name, "-t", DRILL_SECONDS, "-u", "6",
+         "--settle-seconds", "15", *extra],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        _reap([proc], 10)
+    latest = cwd / "runs" / "latest"
+    report = json.loads((latest / "report.json").read_text())
+    timeline = [json.loads(line) for line in (latest / "drill-timeline.jsonl").read_text().splitlines()]
+    return proc.returncode, out, report, timeline
+
+
+@pytest.mark.parametrize("name", [d.name for d in catalogue("kinesis")])
+def test_reference_replicator_ends_the_drill_valid(tmp_path, name):
+    code, out, report, timeline = run_drill(tmp_path, name)
+    assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
+    assert code == 0, out[-3000:]
+    assert timeline[0]["action"] == "drill" and timeline[-1]["action"] == "drill-end"
+    assert all(step["ok"] for step in timeline), timeline
+    assert report["details"]["drill"]["name"] == name
+    if name == "poison-record":
+        assert report["details"]["dead_letters"]["count"] >= 1
+        assert report["details"]["anomaly_details"]["lost"]["dead_lettered_with_data"] >= 1
+    if name in ("throttle-storm", "lost-answers"):
+        assert report["details"]["faults"]["total"] > 0
