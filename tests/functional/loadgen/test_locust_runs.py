@@ -148,10 +148,12 @@ def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Pat
     code, out, err = run_locust(
         tmp_path, "--headless", "-u", "4", "-r", "4", "-t", "4s", "--only-summary",
         "--replicator", "external", "--verify-timeout", "30", "--csv", "mine/user",
+        "--settle-seconds", "3",
     )  # fmt: skip
     assert code == 1, err[-3000:]
     rep = report(tmp_path)
     assert rep["verdict"] == "invalid"
+    assert rep["details"]["settle"]["stopped_by"] == "no progress for 3 s"
     lost = rep["anomalies"]["lost"]
     assert lost["count"] == rep["counts"]["acknowledged"] > 0
     assert lost["examples"] and "trace" in json.dumps(lost["examples"][0])
