@@ -15,10 +15,13 @@ position beside its target position) is recorded then, by triggers, while the re
   target arrival, commit) the narrow rows the watermark sweep reads;
 - ``order_suspects``: the keys whose order the check must examine (see the trigger).
 
-The first copy of each side keeps its columns (readers deliver each shard in order, parents
-before children); later copies count, flag a difference in data or partition key and move the
-side's ``*_last_ord`` position (the order check compares the target's last copies with the
-source's last copies: a producer's resend leaves a2, a1, a2 in the source itself).
+The first copy stored of each side keeps its columns (readers deliver each shard in order, but
+read the shards concurrently: when copies of one record sit in a parent shard and in its child,
+the child's may be stored first; the last-copy positions, which order a parent before its
+child by their generation bits, never depend on the storing order). Later copies count, flag a
+difference in data or partition key and move the side's ``*_last_ord`` position (the order
+check compares the target's last copies with the source's last copies: a producer's resend
+leaves a2, a1, a2 in the source itself).
 
 Direction and ownership, per identity:
 
