@@ -12,7 +12,9 @@ Exception tree::
     │   └── CheckpointConflict          a condition failed: another writer is ahead (not an error
     │                                   for the data; the batch is still replicated)
     ├── ActiveRegionLookupError         the active-region table could not be read: fail the batch
-    ├── LeaseLost                       our lease was taken or expired: stop working the shard
+    ├── LeaseLost                       our lease was taken: stop working the shard, write nothing
+    ├── LeaseUnconfirmed                our lease could not be confirmed for a write in time
+    │                                   (lease table error, slow renewal): retry the batch
     ├── DeadLetterError                 the dead-letter sink could not store a record
     └── ReplicatorUsageError            bad option or environment (also an xrh UsageError in the
                                         CLI, exit code 3)
@@ -69,6 +71,11 @@ class ActiveRegionLookupError(ReplicatorError):
 
 class LeaseLost(ReplicatorError):
     """The lease on a shard is no longer ours (stolen, expired, or released)."""
+
+
+class LeaseUnconfirmed(ReplicatorError):
+    """The lease could not be confirmed long enough for a write (the lease table failed or
+    answered too late): the write is not made and the batch is retried; the shard is kept."""
 
 
 class DeadLetterError(ReplicatorError):

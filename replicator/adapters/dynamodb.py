@@ -59,6 +59,7 @@ class DynamoCheckpointStore:
                         _num(item, "commitTimestampMs"),
                         _num(item, "shardWatermarkMs"),
                         item.get("closed", {}).get("BOOL", False),
+                        _num(item, "leaseCounter"),
                     )
                 if "LastEvaluatedKey" not in page:
                     return rows
@@ -91,6 +92,11 @@ class DynamoCheckpointStore:
             same += " OR #c = :false"
             values[":false"] = {"BOOL": False}
         condition = f"attribute_not_exists(#q) OR #q < :q OR (#q = :q AND ({same}))"
+        if cp.lease_counter is not None:  # fencing token: never under a newer lease's row
+            names["#l"] = "leaseCounter"
+            values[":l"] = {"N": str(cp.lease_counter)}
+            sets.append("#l = :l")
+            condition = f"({condition}) AND (attribute_not_exists(#l) OR #l <= :l)"
         return self._update(cp.shard_id, sets, names, values, condition)
 
     def publish_watermark(self, watermark_ms: int, claimed_at_ms: int) -> bool:

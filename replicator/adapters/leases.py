@@ -6,8 +6,11 @@ replicated: its children may then start), ``parentShardIds`` SS. Worker rows
 ``worker#<stream>#<id>`` with ``expiresAtMs`` let workers count each other to share shards.
 
 - take: conditional on the lease being free, released, or expired (the last is a steal);
-- renew: conditional on still owning it (and the counter we last saw);
+- renew: conditional on still owning it and, given the counter we last saw, on nobody having
+  touched it since (so a lease lost and taken back in between is not silently "renewed");
 - release: conditional on owning it.
+take and renew return the new ``leaseCounter``: the fencing token the poller writes into the
+target's checkpoint rows (:mod:`replicator.core.fence`); None when the condition failed.
 Clocks: expiry uses each worker's wall clock; keep lease durations well above clock skew.
 """
 
@@ -92,9 +95,9 @@ class LeaseTable:
             Key={"leaseKey": {"S": f"worker#{self.stream}#{self.worker_id}"}},
         )
 
-    def take(self, shard_id: str, now_ms: int, duration_ms: int) -> bool:
-        """Take a free, released or expired lease (the last is a steal)."""
-        return self._update(
+    def take(self, shard_id: str, now_ms: int, duration_ms: int) -> int | None:
+        """Take a free, released or expired lease (the last is a steal): the new counter."""
+        return self._counted(
             shard_id,
             "SET leaseOwner = :me, expiresAtMs = :exp ADD leaseCounter :one",
             "attribute_not_exists(leaseKey) OR attribute_not_exists(leaseOwner) "
@@ -107,7 +110,16 @@ class LeaseTable:
             },
         )
 
-    def renew(self, shard_id: str, now_ms: int, duration_ms: int, checkpoint: str | None) -> bool:
+    def renew(
+        self,
+        shard_id: str,
+        now_ms: int,
+        duration_ms: int,
+        checkpoint: str | None,
+        counter: int | None = None,
+    ) -> int | None:
+        """Extend our lease to ``now_ms + duration_ms``: the new counter, or None if it is not
+        ours any more (or, with ``counter``, was touched by anyone since we saw ``counter``)."""
         values = {
             ":me": {"S": self.worker_id},
             ":exp": {"N": str(now_ms + duration_ms)},
@@ -117,7 +129,11 @@ class LeaseTable:
         if checkpoint is not None:
             expr += ", checkpoint = :cp"
             values[":cp"] = {"S": checkpoint}
-        return self._update(shard_id, expr + " ADD leaseCounter :one", "leaseOwner = :me", values)
+        condition = "leaseOwner = :me"
+        if counter is not None:
+            condition += " AND leaseCounter = :c"
+            values[":c"] = {"N": str(counter)}
+        return self._counted(shard_id, expr + " ADD leaseCounter :one", condition, values)
 
     def finish(self, shard_id: str) -> bool:
         """Mark a closed shard done (children may start) and release it."""
@@ -135,6 +151,23 @@ class LeaseTable:
             expr = "SET checkpoint = :cp REMOVE leaseOwner"
             values[":cp"] = {"S": checkpoint}
         return self._update(shard_id, expr, "leaseOwner = :me", values)
+
+    def _counted(self, shard_id: str, expr: str, condition: str, values: dict) -> int | None:
+        self.calls += 1
+        try:
+            answer = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(shard_id),
+                UpdateExpression=expr,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return int(answer["Attributes"]["leaseCounter"]["N"])
 
     def _update(self, shard_id: str, expr: str, condition: str, values: dict) -> bool:
         self.calls += 1

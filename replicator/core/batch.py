@@ -12,23 +12,33 @@ unconditional checkpoint per record and made two AWS calls per record. Here:
 - active: one PutRecords per up to 500 records through :class:`PutRecordsSender`; records that
   can never be written go to the dead-letter sink with their full data and the reason; the
   checkpoint advances (one conditional write) over the acknowledged prefix only, and anything
-  after the first unresolved record is reported as failed (``failed_from``) to be sent again.
+  after the first unresolved record is reported as failed (``failed_from``) to be sent again;
+- with a lease fence (the poller; :mod:`replicator.core.fence`): every PutRecords request and
+  every checkpoint write is preceded by the fence's check and the checkpoint carries the lease
+  counter; once the lease is lost nothing more is written (``LEASE_LOST``).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from replicator.core.active import ActiveRegionLookup, Assignment
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
+from replicator.core.fence import LeaseFence
 from replicator.core.metrics import Metrics
 from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender
 from replicator.core.records import SourceRecord, commit_ms_of
 from replicator.core.watermark import WatermarkSettings, shard_watermark
-from replicator.errors import ActiveRegionLookupError, CheckpointError, DeadLetterError
+from replicator.errors import (
+    ActiveRegionLookupError,
+    CheckpointError,
+    DeadLetterError,
+    LeaseLost,
+    ReplicatorError,
+)
 
 
 class BatchStatus(enum.Enum):
@@ -36,6 +46,7 @@ class BatchStatus(enum.Enum):
     PARTIAL = "partial"  # a prefix is acknowledged; the rest must be sent again
     STOOD_DOWN = "stood_down"  # this region is not active: acknowledged without copying
     FAILED = "failed"  # nothing acknowledged
+    LEASE_LOST = "lease_lost"  # the shard's lease was taken: nothing more written; drop it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +122,11 @@ class ShardReplicator:
         *,
         tip_read_at_ms: int | None = None,
         shard_end: bool = False,
+        fence: LeaseFence | None = None,
     ) -> BatchResult:
         """``tip_read_at_ms``: send time of the read that returned these records if it reached
-        the tip of the shard; ``shard_end``: the shard is closed and these are its last records."""
+        the tip of the shard; ``shard_end``: the shard is closed and these are its last records;
+        ``fence``: the shard's lease, checked before every write (None: no lease, Lambda)."""
         m = self.metrics
         m.add("batches")
         m.add("records_in", len(records))
@@ -138,9 +151,11 @@ class ShardReplicator:
         runs = _runs(flags)
         if len(runs) == 1:
             if runs[0][0]:
-                return self._copy(shard_id, records, tip_read_at_ms, shard_end)
-            return self._stand_down(shard_id, records, assignment.region, shard_end)
-        return self._handover(shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end)
+                return self._copy(shard_id, records, tip_read_at_ms, shard_end, fence)
+            return self._stand_down(shard_id, records, assignment.region, shard_end, fence)
+        return self._handover(
+            shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end, fence
+        )
 
     def _lookup(
         self, shard_id: str, records: Sequence[SourceRecord], not_before_ms: int | None
@@ -164,6 +179,7 @@ class ShardReplicator:
         active: str,
         tip_read_at_ms: int | None,
         shard_end: bool,
+        fence: LeaseFence | None,
     ) -> BatchResult:
         """A batch that straddles an active-region switch: copy the records this region owns,
         stand down for the others, in stream order. A stand-down run writes its checkpoint
@@ -177,15 +193,19 @@ class ShardReplicator:
             part = records[start:end]
             if copy:
                 result = self._copy(
-                    shard_id, part, tip_read_at_ms if final else None, shard_end and final
+                    shard_id, part, tip_read_at_ms if final else None, shard_end and final, fence
                 )
             else:
-                result = self._stand_down(shard_id, part, active, shard_end and final, write=final)
-            if result.status in (BatchStatus.FAILED, BatchStatus.PARTIAL):
+                result = self._stand_down(
+                    shard_id, part, active, shard_end and final, fence, write=final
+                )
+            if result.status in (BatchStatus.FAILED, BatchStatus.PARTIAL, BatchStatus.LEASE_LOST):
                 if acked == 0:
                     return result
                 return BatchResult(
-                    BatchStatus.PARTIAL,
+                    result.status
+                    if result.status is BatchStatus.LEASE_LOST
+                    else BatchStatus.PARTIAL,
                     acked + result.acked,
                     result.failed_from,
                     result.checkpoint or (last.checkpoint if last else None),
@@ -205,6 +225,7 @@ class ShardReplicator:
         records: Sequence[SourceRecord],
         tip_read_at_ms: int | None,
         shard_end: bool,
+        fence: LeaseFence | None = None,
     ) -> BatchResult:
         m = self.metrics
         commits = [commit_ms_of(r.data) for r in records]
@@ -213,7 +234,7 @@ class ShardReplicator:
             PutEntry(r.partition_key, r.data, r.explicit_hash_key, ref=i)
             for i, r in enumerate(records)
         ]
-        report = self.sender.send(entries)
+        report = self.sender.send(entries, before_request=fence.check if fence else None)
         m.add("requests", report.requests)
         m.add("retried_entries", report.retried_entries)
         m.add("throttled_requests", report.throttled_requests)
@@ -241,9 +262,15 @@ class ShardReplicator:
         written = [o for o in report.outcomes[:acked] if o.status is EntryStatus.WRITTEN]
         m.add("records_copied", len(written))
         m.add("bytes_copied", sum(len(o.entry.data) for o in written))
+        if isinstance(report.fenced, LeaseLost):
+            # Not ours any more: no checkpoint, no resend; the new owner starts from its own.
+            m.add("lease_lost_batches")
+            self.log("lease_lost", shard_id=shard_id, acked=acked, error=str(report.fenced))
+            failed_from = records[acked].sequence_number if acked < len(records) else None
+            return BatchResult(BatchStatus.LEASE_LOST, acked, failed_from, error=str(report.fenced))
         if acked == 0:
             m.add("failed_batches")
-            error = str(report.error) if report.error else "no record acknowledged"
+            error = str(report.error or report.fenced or "no record acknowledged")
             self.log("batch_failed", shard_id=shard_id, error=error)
             return BatchResult(BatchStatus.FAILED, 0, records[0].sequence_number, error=error)
 
@@ -262,7 +289,7 @@ class ShardReplicator:
             shard_watermark_ms=shard_wm,
             closed=shard_end and complete,
         )
-        written_ok = self._write(checkpoint)
+        written_ok = self._write(checkpoint, fence)
         lag = m.lag(shard_id)
         lag.last_sequence_number = checkpoint.sequence_number
         lag.updated_ms = self.clock_ms()
@@ -277,15 +304,20 @@ class ShardReplicator:
             records[acked].sequence_number,
             checkpoint,
             written_ok,
-            error=str(report.error) if report.error else "attempts exhausted",
+            error=str(report.error or report.fenced or "attempts exhausted"),
         )
 
     def idle(
-        self, shard_id: str, sequence_number: str | None, tip_read_at_ms: int, closed: bool = False
+        self,
+        shard_id: str,
+        sequence_number: str | None,
+        tip_read_at_ms: int,
+        closed: bool = False,
+        fence: LeaseFence | None = None,
     ) -> bool:
         """An empty read at the tip: raise this shard's watermark (one conditional write)."""
         wm = shard_watermark(self.watermark, tip_read_at_ms, ())
-        return self._write(ShardCheckpoint(shard_id, sequence_number, None, wm, closed))
+        return self._write(ShardCheckpoint(shard_id, sequence_number, None, wm, closed), fence)
 
     def _stand_down(
         self,
@@ -293,6 +325,7 @@ class ShardReplicator:
         records: Sequence[SourceRecord],
         active: str,
         shard_end: bool,
+        fence: LeaseFence | None = None,
         *,
         write: bool = True,
     ) -> BatchResult:
@@ -307,12 +340,20 @@ class ShardReplicator:
         )
         # Position only: nothing was copied, so no shard watermark is claimed.
         checkpoint = ShardCheckpoint(shard_id, records[-1].sequence_number, closed=shard_end)
-        ok = self._write(checkpoint) if write else False
+        ok = self._write(checkpoint, fence) if write else False
         return BatchResult(BatchStatus.STOOD_DOWN, len(records), None, checkpoint, ok)
 
-    def _write(self, checkpoint: ShardCheckpoint) -> bool:
+    def _write(self, checkpoint: ShardCheckpoint, fence: LeaseFence | None = None) -> bool:
         """One conditional write; a lost condition or an error never fails the batch (the data
-        is in the target; the row only lags, which never over-claims)."""
+        is in the target; the row only lags, which never over-claims). With a fence, only while
+        the lease is ours, and carrying its counter."""
+        if fence is not None:
+            try:
+                checkpoint = replace(checkpoint, lease_counter=fence.check())
+            except ReplicatorError as exc:
+                self.metrics.add("checkpoint_fenced")
+                self.log("checkpoint_fenced", shard_id=checkpoint.shard_id, error=str(exc))
+                return False
         try:
             self.metrics.add("checkpoint_writes")
             if self.checkpoints.advance(checkpoint):

@@ -9,16 +9,20 @@ Rows live in the TARGET region's checkpoint table (xrh.contracts), ``scope`` =
   are ~56 digits on AWS, beyond the 38 digits of a DynamoDB number);
 - ``commitTimestampMs`` N: commitTimestamp of the last replicated record that had one;
 - ``shardWatermarkMs`` N: this shard's watermark (see :mod:`replicator.core.watermark`);
-- ``closed`` BOOL: the shard is closed (resharded) and every record of it is replicated.
+- ``closed`` BOOL: the shard is closed (resharded) and every record of it is replicated;
+- ``leaseCounter`` N: the fencing token of the lease holder that wrote the row (poller only,
+  :mod:`replicator.core.fence`).
 
 Writes are conditional and never move a row backwards: a new position must be greater, or equal
-with a greater shard watermark (idle shards). The watermark row (``shardId`` = ``#watermark``)
-holds ``watermarkMs`` N, ``watermark`` S and ``claimedAtMs`` N, and only ever rises.
+with a greater shard watermark (idle shards); and a write carrying a lease counter is refused
+once a higher counter has written the row (a stale lease holder never overwrites a newer one's
+checkpoint). The watermark row (``shardId`` = ``#watermark``) holds ``watermarkMs`` N,
+``watermark`` S and ``claimedAtMs`` N, and only ever rises.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 WATERMARK_SHARD_ID = "#watermark"  # equal to xrh.contracts.WATERMARK_SHARD_ID
@@ -37,6 +41,16 @@ class ShardCheckpoint:
     commit_ms: int | None = None
     shard_watermark_ms: int | None = None
     closed: bool = False
+    lease_counter: int | None = None  # fencing token of the writer's lease (None: no lease)
+
+    def fenced_by(self, other: ShardCheckpoint | None) -> bool:
+        """True if ``other`` was written under a newer lease than this write carries."""
+        return (
+            other is not None
+            and other.lease_counter is not None
+            and self.lease_counter is not None
+            and other.lease_counter > self.lease_counter
+        )
 
     def is_after(self, other: ShardCheckpoint | None) -> bool:
         """True if writing self over ``other`` moves the row forward (the store's condition)."""
@@ -88,8 +102,11 @@ class MemoryCheckpointStore:
     def advance(self, checkpoint: ShardCheckpoint) -> bool:
         self._maybe_fail()
         self.writes += 1
-        if not checkpoint.is_after(self.rows.get(checkpoint.shard_id)):
+        stored = self.rows.get(checkpoint.shard_id)
+        if not checkpoint.is_after(stored) or checkpoint.fenced_by(stored):
             return False
+        if checkpoint.lease_counter is None and stored is not None:
+            checkpoint = replace(checkpoint, lease_counter=stored.lease_counter)
         self.rows[checkpoint.shard_id] = checkpoint
         return True
 

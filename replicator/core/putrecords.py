@@ -42,6 +42,7 @@ from replicator.core.entries import (
 )
 from replicator.errors import (
     InvalidRequestError,
+    ReplicatorError,
     RetryableRequestError,
     SinkError,
     TerminalRequestError,
@@ -151,6 +152,8 @@ class SendReport:
     throttled_requests: int = 0
     slept: float = 0.0
     error: SinkError | None = None  # the terminal error that stopped the send, if any
+    #: what ``before_request`` raised to stop the send before a request (lease fencing)
+    fenced: ReplicatorError | None = None
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     @property
@@ -218,7 +221,15 @@ class PutRecordsSender:
         self.observer = observer
         self.retry_unknown = retry_unknown
 
-    def send(self, entries: Sequence[PutEntry]) -> SendReport:
+    def send(
+        self,
+        entries: Sequence[PutEntry],
+        *,
+        before_request: Callable[[], object] | None = None,
+    ) -> SendReport:
+        """``before_request`` runs right before each request is sent (after any backoff); if it
+        raises a ReplicatorError the send stops there (``report.fenced``) and that request and
+        the rest stay unsent: the replicator's lease fence (:mod:`replicator.core.fence`)."""
         outcomes: list[EntryOutcome | None] = [None] * len(entries)
         report = SendReport(outcomes=[])
         queue = [_Pending(i, e) for i, e in enumerate(entries)]
@@ -230,6 +241,12 @@ class PutRecordsSender:
             if wait > 0:
                 self.sleep(wait)
                 report.slept += wait
+            if before_request is not None:
+                try:
+                    before_request()
+                except ReplicatorError as exc:
+                    report.fenced = exc
+                    break
             for p in request:
                 p.attempts += 1
                 if p.attempts > 1:

@@ -43,14 +43,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from replicator.core.active import ActiveRegionLookup
 from replicator.core.batch import BatchResult, BatchStatus, Log
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
+from replicator.core.fence import LeaseFence
 from replicator.core.metrics import Metrics
 from replicator.core.records import SourceRecord, parse_iso_ms
-from replicator.errors import CheckpointError
+from replicator.errors import ReplicatorError
 
 SAMPLE_LABEL = "sample behaviour"
 SAMPLE_NOTE = (
@@ -134,7 +136,10 @@ class SampleReplicator:
         *,
         tip_read_at_ms: int | None = None,
         shard_end: bool = False,
+        fence: LeaseFence | None = None,
     ) -> BatchResult:
+        """``fence``: the poller's lease on the shard (standing in for Lambda's one invocation
+        per shard at a time), checked before each write; not part of the sample."""
         m = self.metrics
         m.add("batches")
         m.add("records_in", len(records))
@@ -144,10 +149,10 @@ class SampleReplicator:
             m.add("stood_down_batches")
             m.add("stood_down_records", len(records))
             self.log("stream_not_active", shard_id=shard_id, records=len(records))
-            return self._position(shard_id, records, len(records), BatchStatus.STOOD_DOWN)
+            return self._position(shard_id, records, len(records), BatchStatus.STOOD_DOWN, fence)
         for index, record in enumerate(records):
             try:
-                self._copy_one(record)
+                self._copy_one(record, fence)
             except Exception as exc:  # noqa: BLE001 - the sample catches every exception here
                 m.add("failed_batches")
                 error = f"{type(exc).__name__}: {exc}"
@@ -156,12 +161,19 @@ class SampleReplicator:
                     successful=index, batch_size=len(records), error=error,
                 )  # fmt: skip
                 status = BatchStatus.PARTIAL if index else BatchStatus.FAILED
-                return self._position(shard_id, records, index, status, error)
+                if fence is not None and fence.lost:
+                    status = BatchStatus.LEASE_LOST
+                return self._position(shard_id, records, index, status, fence, error)
         self.log("batch_done", shard_id=shard_id, batch_size=len(records), successful=len(records))
-        return self._position(shard_id, records, len(records), BatchStatus.REPLICATED)
+        return self._position(shard_id, records, len(records), BatchStatus.REPLICATED, fence)
 
     def idle(
-        self, shard_id: str, sequence_number: str | None, tip_read_at_ms: int, closed: bool = False
+        self,
+        shard_id: str,
+        sequence_number: str | None,
+        tip_read_at_ms: int,
+        closed: bool = False,
+        fence: LeaseFence | None = None,
     ) -> bool:
         """Lambda is not invoked for an empty shard: the sample writes nothing."""
         return False
@@ -182,9 +194,11 @@ class SampleReplicator:
             return False
         return region.lower() == self.source_region.lower()
 
-    def _copy_one(self, record: SourceRecord) -> None:
+    def _copy_one(self, record: SourceRecord, fence: LeaseFence | None) -> None:
         m = self.metrics
         text = record.data.decode("utf-8")  # strict, like the sample's CharsetDecoder
+        if fence is not None:
+            fence.check()
         m.add("requests")
         self.sink.put_record(self.stream, record.partition_key, text.encode("utf-8"))
         m.add("records_copied")
@@ -193,6 +207,8 @@ class SampleReplicator:
         commit_ms = _commit_ms(commit_text)
         if commit_ms is None:
             m.add("no_commit_timestamp")
+        if fence is not None:
+            fence.check()
         m.add("checkpoint_writes")
         self.watermark_row.overwrite(commit_text, commit_ms, self.clock_ms())
         if commit_ms is not None:
@@ -208,6 +224,7 @@ class SampleReplicator:
         records: Sequence[SourceRecord],
         acked: int,
         status: BatchStatus,
+        fence: LeaseFence | None,
         error: str | None = None,
     ) -> BatchResult:
         """The acknowledged prefix, and the event source mapping's position after it."""
@@ -217,8 +234,10 @@ class SampleReplicator:
         if acked and self.positions is not None:
             checkpoint = ShardCheckpoint(shard_id, records[acked - 1].sequence_number)
             try:
+                if fence is not None:
+                    checkpoint = replace(checkpoint, lease_counter=fence.check())
                 self.metrics.add("position_writes")
                 written = self.positions.advance(checkpoint)
-            except CheckpointError as exc:
+            except ReplicatorError as exc:
                 self.log("position_write_failed", shard_id=shard_id, error=str(exc))
         return BatchResult(status, acked, failed_from, checkpoint, written, error)

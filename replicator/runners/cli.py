@@ -60,6 +60,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--lease-seconds", type=float, default=6.0)
     parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=None,
+        help="bound on one write to the target (connect + read timeout); a write starts only "
+        "with this much lease left plus --max-clock-skew-ms (default --lease-seconds / 3)",
+    )
+    parser.add_argument(
+        "--max-clock-skew-ms",
+        type=int,
+        default=500,
+        help="clock skew allowed between workers sharing leases",
+    )
+    parser.add_argument(
         "--active-region-ttl",
         type=float,
         default=1.0,
@@ -89,8 +102,22 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.lease_seconds <= 0 or args.max_attempts < 1:
         raise UsageError("--lease-seconds must be > 0 and --max-attempts >= 1")
+    if args.write_timeout is not None and args.write_timeout <= 0:
+        raise UsageError(f"--write-timeout must be > 0, got {args.write_timeout}")
+    if args.max_clock_skew_ms < 0:
+        raise UsageError(f"--max-clock-skew-ms must be >= 0, got {args.max_clock_skew_ms}")
+    guard = _write_timeout(args) + args.max_clock_skew_ms / 1000
+    if guard > args.lease_seconds / 2:
+        raise UsageError(
+            f"--write-timeout plus --max-clock-skew-ms ({guard:g} s) must be at most half of "
+            f"--lease-seconds ({args.lease_seconds:g} s): a write must fit in the lease"
+        )
     if args.max_request_bytes < args.max_record_bytes:
         raise UsageError("--max-request-bytes must be >= --max-record-bytes")
+
+
+def _write_timeout(args: argparse.Namespace) -> float:
+    return args.write_timeout if args.write_timeout is not None else args.lease_seconds / 3
 
 
 def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
@@ -180,22 +207,31 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     names = ResourceNames(config.prefix)
     source_region, target_region = config.region(side), config.region(target)
     clients = AwsClients(config, max_attempts=1, read_timeout=10.0)
+    # Writes to the target are bounded in time so that each ends inside the lease it started in
+    # (replicator.core.fence): connect + read timeouts = --write-timeout.
+    write_timeout = _write_timeout(args)
+    writes = AwsClients(
+        config,
+        max_attempts=1,
+        connect_timeout=write_timeout / 4,
+        read_timeout=write_timeout * 3 / 4,
+    )
     files = RunFiles(run_dir, worker_id, SAMPLE_LABEL if sample else None)
     reader = KinesisReader(clients.client("kinesis", side), names.stream)
     scope = checkpoint_scope("kinesis", names.stream, source_region)
     checkpoints = DynamoCheckpointStore(
-        clients.client("dynamodb", target), names.checkpoint_table, scope, owner=worker_id
+        writes.client("dynamodb", target), names.checkpoint_table, scope, owner=worker_id
     )
     if sample:
         replicator, sink, lookup, calls = _sample_replicator(
             config, names, side, source_region, target_region, scope, checkpoints, files,
-            worker_id,
+            worker_id, write_timeout,
         )  # fmt: skip
         publisher: Any = NoClaims()
         files.log("start", note=SAMPLE_NOTE)
     else:
         replicator, sink, lookup, calls = _reference_replicator(
-            args, clients, names, side, source_region, target_region, checkpoints, files
+            args, clients, writes, names, side, source_region, target_region, checkpoints, files
         )
 
         def on_claim(claim: Any) -> None:
@@ -217,6 +253,8 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
         poll_interval_s=args.poll_interval,
         lease_duration_s=args.lease_seconds,
         renew_interval_s=max(0.2, args.lease_seconds / 4),
+        write_timeout_s=write_timeout,
+        max_clock_skew_s=args.max_clock_skew_ms / 1000,
         quiet_s=args.quiet_seconds,
         drain_timeout_s=args.drain_timeout,
         max_seconds=args.max_seconds,
@@ -253,7 +291,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     return poller, files
 
 
-def _reference_replicator(args, clients, names, side, source_region, target_region, checkpoints, files):  # fmt: skip
+def _reference_replicator(args, clients, writes, names, side, source_region, target_region, checkpoints, files):  # fmt: skip
     from replicator.adapters.dynamodb import DynamoActiveRegion
     from replicator.adapters.kinesis import KinesisSink
     from replicator.adapters.s3 import S3DeadLetterSink
@@ -262,7 +300,7 @@ def _reference_replicator(args, clients, names, side, source_region, target_regi
     from replicator.core.putrecords import Backoff, Limits, PutRecordsSender
     from replicator.core.watermark import WatermarkSettings
 
-    sink = KinesisSink(clients.client("kinesis", side.other))
+    sink = KinesisSink(writes.client("kinesis", side.other))
     sender = PutRecordsSender(
         sink,
         names.stream,
@@ -294,14 +332,17 @@ def _reference_replicator(args, clients, names, side, source_region, target_regi
 SAMPLE_KINESIS_ATTEMPTS, SAMPLE_DYNAMODB_ATTEMPTS = 4, 9
 
 
-def _sample_replicator(config, names, side, source_region, target_region, scope, positions, files, worker_id):  # fmt: skip
+def _sample_replicator(config, names, side, source_region, target_region, scope, positions, files, worker_id, write_timeout):  # fmt: skip
     from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoSampleWatermark
     from replicator.adapters.kinesis import KinesisSink
     from replicator.core.sample import SampleReplicator
     from xrh.aws import AwsClients
 
-    kinesis = AwsClients(config, max_attempts=SAMPLE_KINESIS_ATTEMPTS, read_timeout=10.0)
-    dynamodb = AwsClients(config, max_attempts=SAMPLE_DYNAMODB_ATTEMPTS, read_timeout=10.0)
+    # Each attempt is bounded like the reference's writes; the SDK's retries multiply the bound
+    # (the poller's lease fence is looser for the sample than for the reference).
+    timeouts = {"connect_timeout": write_timeout / 4, "read_timeout": write_timeout * 3 / 4}
+    kinesis = AwsClients(config, max_attempts=SAMPLE_KINESIS_ATTEMPTS, **timeouts)
+    dynamodb = AwsClients(config, max_attempts=SAMPLE_DYNAMODB_ATTEMPTS, **timeouts)
     sink = KinesisSink(kinesis.client("kinesis", side.other))
     lookup = DynamoActiveRegion(
         dynamodb.client("dynamodb", side), names.active_region_table, consistent_read=False

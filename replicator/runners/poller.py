@@ -1,7 +1,9 @@
 """Standalone shard poller: every shard of the source stream, shared between processes by leases.
 
 One thread per process walks its leased shards round-robin: GetRecords -> ShardReplicator ->
-next iterator. A closed shard is finished (lease checkpoint ``SHARD_END``) before its children
+next iterator. Every write for a shard is fenced by its lease (:mod:`replicator.core.fence`):
+a batch that outlives the lease renews it (conditional on the lease counter) before its next
+write, and stops writing, and drops the shard, once another worker has taken it. A closed shard is finished (lease checkpoint ``SHARD_END``) before its children
 are eligible, so per-key order survives a reshard. Workers count each other through heartbeat
 rows and take at most their fair share (ceil(shards / workers)); a worker above its share
 releases leases at a batch boundary; expired leases (a crashed worker) are stolen.
@@ -23,6 +25,7 @@ from replicator.adapters.kinesis import KinesisReader
 from replicator.adapters.leases import SHARD_END, LeaseTable
 from replicator.core.batch import BatchResult, BatchStatus
 from replicator.core.checkpoint import CheckpointStore
+from replicator.core.fence import LeaseFence
 from replicator.core.metrics import Metrics
 from replicator.core.records import SourceRecord
 from replicator.core.watermark import Claim, ShardInfo
@@ -42,10 +45,16 @@ class BatchReplicator(Protocol):
         *,
         tip_read_at_ms: int | None = None,
         shard_end: bool = False,
+        fence: LeaseFence | None = None,
     ) -> BatchResult: ...
 
     def idle(
-        self, shard_id: str, sequence_number: str | None, tip_read_at_ms: int, closed: bool = False
+        self,
+        shard_id: str,
+        sequence_number: str | None,
+        tip_read_at_ms: int,
+        closed: bool = False,
+        fence: LeaseFence | None = None,
     ) -> bool: ...
 
 
@@ -69,6 +78,10 @@ class PollerSettings:
     poll_interval_s: float = 0.2
     lease_duration_s: float = 6.0
     renew_interval_s: float = 1.0
+    #: bound on one write to the target (the target clients' connect + read timeouts) and on
+    #: the clock skew between workers: a write starts only with this much lease left
+    write_timeout_s: float = 2.0
+    max_clock_skew_s: float = 0.5
     shard_refresh_s: float = 2.0
     claim_interval_s: float = 1.0
     idle_write_interval_s: float = 1.0
@@ -86,6 +99,7 @@ class _Shard:
     last_seq: str | None = None
     caught_up: bool = False
     last_idle_write: float = 0.0
+    fence: LeaseFence | None = None
 
 
 @dataclass
@@ -197,9 +211,18 @@ class Poller:
         leases, workers = self.leases.list()
         self.finished = {k for k, v in leases.items() if v.checkpoint == SHARD_END}
         for shard_id in list(self.owned):
-            if not self.leases.renew(shard_id, now, duration, self.owned[shard_id].last_seq):
+            state = self.owned[shard_id]
+            fence = state.fence
+            counter = self.leases.renew(
+                shard_id, now, duration, state.last_seq, fence.counter if fence else None
+            )
+            if counter is None:
+                if fence is not None:
+                    fence.mark_lost()
                 self.log("lease_lost", shard_id=shard_id)
                 del self.owned[shard_id]
+            elif fence is not None:
+                fence.renewed(counter, now + duration)
         live = max(1, sum(1 for exp in workers.values() if exp > now))
         eligible = [i for i in self.shards if self._eligible(i)]
         share = math.ceil(len(eligible) / live) if eligible else 0
@@ -213,10 +236,38 @@ class Poller:
             lease = leases.get(info.shard_id)
             if info.shard_id in self.owned or (lease is not None and lease.held(now)):
                 continue
-            if self.leases.take(info.shard_id, now, duration):
+            counter = self.leases.take(info.shard_id, now, duration)
+            if counter is not None:
                 stolen = lease is not None and lease.owner is not None
-                self.log("lease_taken", shard_id=info.shard_id, stolen=stolen)
-                self.owned[info.shard_id] = _Shard(info)
+                self.log("lease_taken", shard_id=info.shard_id, stolen=stolen, counter=counter)
+                self.owned[info.shard_id] = _Shard(
+                    info, fence=self._fence(info.shard_id, counter, now)
+                )
+
+    def _fence(self, shard_id: str, counter: int, now_ms: int) -> LeaseFence:
+        s = self.settings
+        duration = int(s.lease_duration_s * 1000)
+
+        def renew(at_ms: int, seen: int) -> int | None:
+            state = self.owned.get(shard_id)
+            last_seq = state.last_seq if state is not None else None
+            return self.leases.renew(shard_id, at_ms, duration, last_seq, seen)
+
+        return LeaseFence(
+            shard_id,
+            counter=counter,
+            expires_at_ms=now_ms + duration,
+            duration_ms=duration,
+            guard_ms=int((s.write_timeout_s + s.max_clock_skew_s) * 1000),
+            renew=renew,
+            clock_ms=self.ms,
+        )
+
+    def _drop(self, shard_id: str, reason: str) -> None:
+        """Stop working a shard whose lease is lost (nothing more is written for it)."""
+        self.owned.pop(shard_id, None)
+        self.replicator.metrics.add("leases_lost")
+        self.log("lease_lost", shard_id=shard_id, reason=reason)
 
     def _release_all(self) -> None:
         for shard_id, state in list(self.owned.items()):
@@ -267,9 +318,13 @@ class Poller:
             if shard_end or (
                 at_tip and now - state.last_idle_write >= self.settings.idle_write_interval_s
             ):
-                self.replicator.idle(shard_id, state.last_seq, read_at, closed=shard_end)
+                self.replicator.idle(
+                    shard_id, state.last_seq, read_at, closed=shard_end, fence=state.fence
+                )
                 state.last_idle_write = now
-            if shard_end:
+            if state.fence is not None and state.fence.lost:
+                self._drop(shard_id, "taken while idle")
+            elif shard_end:
                 self._finish(shard_id)
             return False
         self.last_record_at = self.clock()
@@ -279,7 +334,11 @@ class Poller:
             result.records,
             tip_read_at_ms=read_at if at_tip else None,
             shard_end=shard_end,
+            fence=state.fence,
         )
+        if batch.status is BatchStatus.LEASE_LOST or (state.fence and state.fence.lost):
+            self._drop(shard_id, f"taken during a batch ({batch.acked} records written before)")
+            return False
         if batch.status in (BatchStatus.REPLICATED, BatchStatus.STOOD_DOWN):
             state.last_seq = result.records[-1].sequence_number
             state.iterator = result.next_iterator

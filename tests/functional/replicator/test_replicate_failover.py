@@ -62,6 +62,7 @@ def test_failover_switch_no_loss_bounded_duplicates(
                 previous_region=config.region_a,
             )
         produce(kb, names.stream, 100_000, 400)  # producers now write to B
+        time.sleep(1.0)  # frozen longer than A's cache bound (0.5 s): A wakes up to the switch
         procs[0].send_signal(signal.SIGCONT)
         time.sleep(1.0)  # > cache bound: both pollers see the switch before draining
         for p in procs:

@@ -81,7 +81,8 @@ def poller_cmd(
         "--endpoint-url-a", config.endpoint_url_a, "--endpoint-url-b", config.endpoint_url_b,
         "--prefix", config.prefix, "--side", side, "--run-dir", str(run_dir),
         "--worker-id", worker, "--quiet-seconds", "2", "--drain-timeout", "45",
-        "--lease-seconds", "3", "--poll-interval", "0.05", "--max-commit-delay-ms", "2000",
+        "--lease-seconds", "3", "--write-timeout", "1.5", "--max-clock-skew-ms", "0",
+        "--poll-interval", "0.05", "--max-commit-delay-ms", "2000",
         "--watermark-margin-ms", "200", *extra,
     ]  # fmt: skip
 
