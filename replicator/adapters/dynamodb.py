@@ -60,6 +60,7 @@ class DynamoCheckpointStore:
                         _num(item, "shardWatermarkMs"),
                         item.get("closed", {}).get("BOOL", False),
                         _num(item, "leaseCounter"),
+                        item.get("startedAtLatest", {}).get("BOOL", False),
                     )
                 if "LastEvaluatedKey" not in page:
                     return rows
@@ -82,6 +83,9 @@ class DynamoCheckpointStore:
             sets += ["commitTimestampMs = :t", "commitTimestamp = :ts"]
             values[":t"] = {"N": str(cp.commit_ms)}
             values[":ts"] = {"S": iso_ms_of(cp.commit_ms)}
+        if cp.skipped_history:  # set once, never cleared
+            sets.append("startedAtLatest = :sk")
+            values[":sk"] = {"BOOL": True}
         wm = -1 if cp.shard_watermark_ms is None else cp.shard_watermark_ms
         if cp.shard_watermark_ms is not None:
             sets.append("#w = :w")

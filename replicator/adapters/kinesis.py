@@ -149,12 +149,22 @@ class KinesisReader:
                 return shards
             kwargs = {"NextToken": token}
 
-    def iterator(self, shard_id: str, after_sequence: str | None, latest: bool = False) -> str:
+    def iterator(
+        self,
+        shard_id: str,
+        after_sequence: str | None,
+        latest: bool = False,
+        at_timestamp_ms: int | None = None,
+    ) -> str:
+        """After a sequence number; else at a time (AT_TIMESTAMP: the first record that arrived
+        at or after it); else LATEST or TRIM_HORIZON."""
         kwargs: dict[str, Any] = {"StreamName": self.stream, "ShardId": shard_id}
         if after_sequence is not None:
             kwargs.update(
                 ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after_sequence
             )
+        elif at_timestamp_ms is not None:
+            kwargs.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=at_timestamp_ms / 1000)
         else:
             kwargs["ShardIteratorType"] = "LATEST" if latest else "TRIM_HORIZON"
         self.calls += 1

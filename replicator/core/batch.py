@@ -123,10 +123,14 @@ class ShardReplicator:
         tip_read_at_ms: int | None = None,
         shard_end: bool = False,
         fence: LeaseFence | None = None,
+        skipped_history: bool = False,
     ) -> BatchResult:
         """``tip_read_at_ms``: send time of the read that returned these records if it reached
         the tip of the shard; ``shard_end``: the shard is closed and these are its last records;
-        ``fence``: the shard's lease, checked before every write (None: no lease, Lambda)."""
+        ``fence``: the shard's lease, checked before every write (None: no lease, Lambda);
+        ``skipped_history``: the shard's older records were never read (``--start-at-latest``),
+        so its checkpoints carry no shard watermark (:mod:`replicator.core.watermark`)."""
+        ctx = _Shard(fence, skipped_history)
         m = self.metrics
         m.add("batches")
         m.add("records_in", len(records))
@@ -151,10 +155,10 @@ class ShardReplicator:
         runs = _runs(flags)
         if len(runs) == 1:
             if runs[0][0]:
-                return self._copy(shard_id, records, tip_read_at_ms, shard_end, fence)
-            return self._stand_down(shard_id, records, assignment.region, shard_end, fence)
+                return self._copy(shard_id, records, tip_read_at_ms, shard_end, ctx)
+            return self._stand_down(shard_id, records, assignment.region, shard_end, ctx)
         return self._handover(
-            shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end, fence
+            shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end, ctx
         )
 
     def _lookup(
@@ -179,7 +183,7 @@ class ShardReplicator:
         active: str,
         tip_read_at_ms: int | None,
         shard_end: bool,
-        fence: LeaseFence | None,
+        ctx: _Shard,
     ) -> BatchResult:
         """A batch that straddles an active-region switch: copy the records this region owns,
         stand down for the others, in stream order. A stand-down run writes its checkpoint
@@ -193,11 +197,11 @@ class ShardReplicator:
             part = records[start:end]
             if copy:
                 result = self._copy(
-                    shard_id, part, tip_read_at_ms if final else None, shard_end and final, fence
+                    shard_id, part, tip_read_at_ms if final else None, shard_end and final, ctx
                 )
             else:
                 result = self._stand_down(
-                    shard_id, part, active, shard_end and final, fence, write=final
+                    shard_id, part, active, shard_end and final, ctx, write=final
                 )
             if result.status in (BatchStatus.FAILED, BatchStatus.PARTIAL, BatchStatus.LEASE_LOST):
                 if acked == 0:
@@ -225,9 +229,10 @@ class ShardReplicator:
         records: Sequence[SourceRecord],
         tip_read_at_ms: int | None,
         shard_end: bool,
-        fence: LeaseFence | None = None,
+        ctx: _Shard,
     ) -> BatchResult:
         m = self.metrics
+        fence = ctx.fence
         commits = [commit_ms_of(r.data) for r in records]
         m.add("no_commit_timestamp", sum(c is None for c in commits))
         entries = [
@@ -279,7 +284,9 @@ class ShardReplicator:
         if arrival is None:
             arrival = records[-1].arrival_ms
         shard_wm = (
-            None if arrival is None else shard_watermark(self.watermark, arrival, commits[acked:])
+            None
+            if arrival is None or ctx.skipped_history
+            else shard_watermark(self.watermark, arrival, commits[acked:])
         )
         last_commit = next((c for c in reversed(commits[:acked]) if c is not None), None)
         checkpoint = ShardCheckpoint(
@@ -288,6 +295,7 @@ class ShardReplicator:
             commit_ms=last_commit,
             shard_watermark_ms=shard_wm,
             closed=shard_end and complete,
+            skipped_history=ctx.skipped_history,
         )
         written_ok = self._write(checkpoint, fence)
         lag = m.lag(shard_id)
@@ -314,10 +322,15 @@ class ShardReplicator:
         tip_read_at_ms: int,
         closed: bool = False,
         fence: LeaseFence | None = None,
+        skipped_history: bool = False,
     ) -> bool:
-        """An empty read at the tip: raise this shard's watermark (one conditional write)."""
-        wm = shard_watermark(self.watermark, tip_read_at_ms, ())
-        return self._write(ShardCheckpoint(shard_id, sequence_number, None, wm, closed), fence)
+        """An empty read at the tip: raise this shard's watermark (one conditional write); a
+        shard that skipped its history only records its position."""
+        wm = None if skipped_history else shard_watermark(self.watermark, tip_read_at_ms, ())
+        checkpoint = ShardCheckpoint(
+            shard_id, sequence_number, None, wm, closed, skipped_history=skipped_history
+        )
+        return self._write(checkpoint, fence)
 
     def _stand_down(
         self,
@@ -325,7 +338,7 @@ class ShardReplicator:
         records: Sequence[SourceRecord],
         active: str,
         shard_end: bool,
-        fence: LeaseFence | None = None,
+        ctx: _Shard,
         *,
         write: bool = True,
     ) -> BatchResult:
@@ -339,8 +352,13 @@ class ShardReplicator:
             this_region=self.source_region,
         )
         # Position only: nothing was copied, so no shard watermark is claimed.
-        checkpoint = ShardCheckpoint(shard_id, records[-1].sequence_number, closed=shard_end)
-        ok = self._write(checkpoint, fence) if write else False
+        checkpoint = ShardCheckpoint(
+            shard_id,
+            records[-1].sequence_number,
+            closed=shard_end,
+            skipped_history=ctx.skipped_history,
+        )
+        ok = self._write(checkpoint, ctx.fence) if write else False
         return BatchResult(BatchStatus.STOOD_DOWN, len(records), None, checkpoint, ok)
 
     def _write(self, checkpoint: ShardCheckpoint, fence: LeaseFence | None = None) -> bool:
@@ -363,6 +381,14 @@ class ShardReplicator:
             self.metrics.add("checkpoint_errors")
             self.log("checkpoint_failed", shard_id=checkpoint.shard_id, error=str(exc))
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Shard:
+    """What a batch's writes need to know about its shard beyond the records."""
+
+    fence: LeaseFence | None = None
+    skipped_history: bool = False
 
 
 def _runs(flags: Sequence[bool]) -> list[tuple[bool, int, int]]:

@@ -11,7 +11,10 @@ Rows live in the TARGET region's checkpoint table (xrh.contracts), ``scope`` =
 - ``shardWatermarkMs`` N: this shard's watermark (see :mod:`replicator.core.watermark`);
 - ``closed`` BOOL: the shard is closed (resharded) and every record of it is replicated;
 - ``leaseCounter`` N: the fencing token of the lease holder that wrote the row (poller only,
-  :mod:`replicator.core.fence`).
+  :mod:`replicator.core.fence`);
+- ``startedAtLatest`` BOOL: the shard was started without a checkpoint at the replicator's
+  start time (``--start-at-latest``), so its older records were never read. Set once, never
+  cleared; such a row holds no shard watermark and blocks the stream watermark.
 
 Writes are conditional and never move a row backwards: a new position must be greater, or equal
 with a greater shard watermark (idle shards); and a write carrying a lease counter is refused
@@ -42,6 +45,7 @@ class ShardCheckpoint:
     shard_watermark_ms: int | None = None
     closed: bool = False
     lease_counter: int | None = None  # fencing token of the writer's lease (None: no lease)
+    skipped_history: bool = False  # started at the replicator's start time, history unread
 
     def fenced_by(self, other: ShardCheckpoint | None) -> bool:
         """True if ``other`` was written under a newer lease than this write carries."""
@@ -107,6 +111,8 @@ class MemoryCheckpointStore:
             return False
         if checkpoint.lease_counter is None and stored is not None:
             checkpoint = replace(checkpoint, lease_counter=stored.lease_counter)
+        if stored is not None and stored.skipped_history:
+            checkpoint = replace(checkpoint, skipped_history=True)  # never cleared
         self.rows[checkpoint.shard_id] = checkpoint
         return True
 

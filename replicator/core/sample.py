@@ -137,9 +137,11 @@ class SampleReplicator:
         tip_read_at_ms: int | None = None,
         shard_end: bool = False,
         fence: LeaseFence | None = None,
+        skipped_history: bool = False,
     ) -> BatchResult:
         """``fence``: the poller's lease on the shard (standing in for Lambda's one invocation
-        per shard at a time), checked before each write; not part of the sample."""
+        per shard at a time), checked before each write; not part of the sample.
+        ``skipped_history`` is ignored: the sample claims what it copies whatever it skipped."""
         m = self.metrics
         m.add("batches")
         m.add("records_in", len(records))
@@ -174,6 +176,7 @@ class SampleReplicator:
         tip_read_at_ms: int,
         closed: bool = False,
         fence: LeaseFence | None = None,
+        skipped_history: bool = False,
     ) -> bool:
         """Lambda is not invoked for an empty shard: the sample writes nothing."""
         return False

@@ -27,6 +27,11 @@ arrives after A_s - margin, hence has commit >= arrival - D > W_s. So W_s holds 
 - A shard without a row (never read) blocks any claim: W is only published when every shard
   the stream lists has a row.
 - Records without a parseable commitTimestamp neither constrain nor move W (they are counted).
+- A shard started without a checkpoint at the replicator's start time (``--start-at-latest``)
+  skipped its older records: they are in the source and never in the target, and their commit
+  timestamps are unknown, so no W would be true. Such a shard writes no W_s, and its row
+  (``startedAtLatest``) blocks any stream watermark for as long as the stream lists the shard
+  (a closed one stops blocking once the stream has trimmed it, with its skipped records).
 
 The stream watermark is W = min over shards of W_s, published only when it rises (conditional
 write of the ``#watermark`` row), and each published claim is appended to the claims log.
@@ -73,10 +78,13 @@ class Claim:
 
 
 def stream_watermark(shards: Sequence[ShardInfo], rows: dict) -> int | None:
-    """min over shards of W_s; None while a shard has no row or no shard watermark yet."""
+    """min over shards of W_s; None while a shard has no row or no shard watermark yet, or
+    skipped its history (started at the replicator's start time)."""
     values = []
     for shard in shards:
         row = rows.get(shard.shard_id)
+        if row is not None and row.skipped_history:
+            return None  # records never read: nothing can be claimed
         if row is not None and row.closed:
             continue
         if row is None or row.shard_watermark_ms is None:

@@ -89,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
     parser.add_argument("--max-attempts", type=int, default=10)
     parser.add_argument("--start-at-latest", action="store_true",
-                        help="shards without a checkpoint start at LATEST instead of TRIM_HORIZON")  # fmt: skip
+                        help="shards without a checkpoint start at this replicator's start time "
+                        "instead of TRIM_HORIZON; older records are skipped, so no watermark is "
+                        "claimed while such a shard is listed")  # fmt: skip
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -8,6 +8,12 @@ are eligible, so per-key order survives a reshard. Workers count each other thro
 rows and take at most their fair share (ceil(shards / workers)); a worker above its share
 releases leases at a batch boundary; expired leases (a crashed worker) are stolen.
 
+``start_at_latest``: a shard without a checkpoint whose parents have none either starts at the
+time this poller started (AT_TIMESTAMP, not LATEST: a shard taken later, or the children of a
+shard that was already closed, lose nothing that arrived after the start); it skipped the older
+records, so it never claims a shard watermark (:mod:`replicator.core.watermark`). A child of a
+replicated parent starts at its trim horizon: all its records came after the parent.
+
 Stopping: :meth:`Poller.request_stop` (SIGTERM) finishes the batch in flight, checkpoints and
 releases leases; :meth:`Poller.request_drain` (SIGUSR1, or ``until_drained``) exits once every
 shard is caught up and no record arrived for ``quiet_s``, or with code 2 after ``drain_timeout_s``.
@@ -46,6 +52,7 @@ class BatchReplicator(Protocol):
         tip_read_at_ms: int | None = None,
         shard_end: bool = False,
         fence: LeaseFence | None = None,
+        skipped_history: bool = False,
     ) -> BatchResult: ...
 
     def idle(
@@ -55,6 +62,7 @@ class BatchReplicator(Protocol):
         tip_read_at_ms: int,
         closed: bool = False,
         fence: LeaseFence | None = None,
+        skipped_history: bool = False,
     ) -> bool: ...
 
 
@@ -100,6 +108,7 @@ class _Shard:
     caught_up: bool = False
     last_idle_write: float = 0.0
     fence: LeaseFence | None = None
+    skipped_history: bool = False  # started at the poller's start time: no shard watermark
 
 
 @dataclass
@@ -122,6 +131,7 @@ class Poller:
         self.stop = False
         self.drain_since: float | None = None
         self.last_record_at = self.clock()
+        self.started_ms = self.ms()
         self.exit_reason = ""
 
     def request_stop(self) -> None:
@@ -285,14 +295,23 @@ class Poller:
 
     def _start(self, state: _Shard) -> None:
         try:
-            row = self.checkpoints.load().get(state.info.shard_id)
+            rows = self.checkpoints.load()
         except CheckpointError as exc:
             self.log("checkpoint_read_failed", error=str(exc))
             return
+        row = rows.get(state.info.shard_id)
         state.last_seq = row.sequence_number if row else None
+        at_ms = None
+        if row is not None:
+            state.skipped_history = row.skipped_history
+        elif self.settings.start_at_latest and not any(p in rows for p in state.info.parent_ids):
+            at_ms, state.skipped_history = self.started_ms, True
         state.iterator = self.reader.iterator(
-            state.info.shard_id, state.last_seq, latest=self.settings.start_at_latest and not row
+            state.info.shard_id, state.last_seq, at_timestamp_ms=at_ms
         )
+        if at_ms is not None:
+            self.log("shard_started_at", shard_id=state.info.shard_id, at_ms=at_ms,
+                     note="older records skipped: this shard claims no watermark")  # fmt: skip
 
     def _poll(self, shard_id: str) -> bool:
         state = self.owned[shard_id]
@@ -319,8 +338,9 @@ class Poller:
                 at_tip and now - state.last_idle_write >= self.settings.idle_write_interval_s
             ):
                 self.replicator.idle(
-                    shard_id, state.last_seq, read_at, closed=shard_end, fence=state.fence
-                )
+                    shard_id, state.last_seq, read_at, closed=shard_end, fence=state.fence,
+                    skipped_history=state.skipped_history,
+                )  # fmt: skip
                 state.last_idle_write = now
             if state.fence is not None and state.fence.lost:
                 self._drop(shard_id, "taken while idle")
@@ -335,6 +355,7 @@ class Poller:
             tip_read_at_ms=read_at if at_tip else None,
             shard_end=shard_end,
             fence=state.fence,
+            skipped_history=state.skipped_history,
         )
         if batch.status is BatchStatus.LEASE_LOST or (state.fence and state.fence.lost):
             self._drop(shard_id, f"taken during a batch ({batch.acked} records written before)")

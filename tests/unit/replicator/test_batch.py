@@ -240,3 +240,31 @@ def test_watermark_claim_holds_with_non_monotone_commit_timestamps() -> None:
     records = [rec(0, commit=T0), rec(1, commit=T0), rec(2, commit=T0 - 5_000)]
     rep.process("s0", records, tip_read_at_ms=T0 + 60_000)
     assert store.rows["s0"].shard_watermark_ms < T0 - 5_000 + 2
+
+
+def test_a_shard_that_skipped_its_history_claims_no_watermark() -> None:
+    """--start-at-latest: records before the start were never read, so neither the shard rows
+    nor the stream watermark may claim anything, however far the shard has been copied."""
+    rep, _, store, _ = make()
+    rep.process("s0", [rec(0)], tip_read_at_ms=T0 + 20_000, skipped_history=True)
+    assert store.rows["s0"].sequence_number == "1000"
+    assert store.rows["s0"].shard_watermark_ms is None and store.rows["s0"].skipped_history
+    rep.idle("s0", "1000", T0 + 40_000, skipped_history=True)
+    assert store.rows["s0"].shard_watermark_ms is None
+    rep.idle("s1", None, T0 + 40_000)
+    shards = [ShardInfo("s0"), ShardInfo("s1")]
+    assert stream_watermark(shards, store.rows) is None
+    # The flag sticks: a later write without it (say, a restarted replicator) keeps it.
+    rep.process("s0", [rec(1)], tip_read_at_ms=T0 + 50_000)
+    assert store.rows["s0"].skipped_history
+    assert stream_watermark(shards, store.rows) is None
+    # A closed shard that skipped its history still blocks while the stream lists it ...
+    rows = {
+        "s0": ShardCheckpoint(
+            "s0", "9", shard_watermark_ms=None, closed=True, skipped_history=True
+        ),
+        "s1": ShardCheckpoint("s1", "1", shard_watermark_ms=500),
+    }
+    assert stream_watermark([ShardInfo("s0", closed=True), ShardInfo("s1")], rows) is None
+    # ... and no longer once the stream has trimmed it (with its skipped records).
+    assert stream_watermark([ShardInfo("s1")], rows) == 500
