@@ -179,7 +179,6 @@ class KinesisReader:
                 r["SequenceNumber"],
                 r["PartitionKey"],
                 r["Data"],
-                r.get("ExplicitHashKey"),
                 _epoch_ms(r.get("ApproximateArrivalTimestamp")),
             )
             for r in response["Records"]

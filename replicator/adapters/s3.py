@@ -1,7 +1,7 @@
 """Dead letters in S3: one JSON object per batch's dead letters, each with its full data.
 
 Object key ``dead-letter/<stream>/<source shard>/<first sequence number>-<count>.json``; body a
-JSON list of ``{"partitionKey", "explicitHashKey", "data" (base64), "dataEncoding": "base64",
+JSON list of ``{"partitionKey", "data" (base64), "dataEncoding": "base64",
 "sourceStream", "sourceRegion", "targetRegion", "sourceShardId", "sequenceNumber",
 "approximateArrivalMs", "reason", "detail"}``. Writing the same batch again overwrites the same
 key, so retries do not multiply dead letters.
@@ -24,7 +24,6 @@ def to_json(letter: DeadLetterRecord) -> dict[str, Any]:
     r = letter.record
     return {
         "partitionKey": r.partition_key,
-        "explicitHashKey": r.explicit_hash_key,
         "data": base64.b64encode(r.data).decode(),
         "dataEncoding": "base64",
         "sourceStream": letter.source_stream,

@@ -236,7 +236,7 @@ class ShardReplicator:
         commits = [commit_ms_of(r.data) for r in records]
         m.add("no_commit_timestamp", sum(c is None for c in commits))
         entries = [
-            PutEntry(r.partition_key, r.data, r.explicit_hash_key, ref=i)
+            PutEntry(r.partition_key, r.data, ref=i)
             for i, r in enumerate(records)
         ]
         report = self.sender.send(entries, before_request=fence.check if fence else None)

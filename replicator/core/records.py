@@ -45,13 +45,19 @@ def commit_ms_of(data: bytes) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """One record read from the source stream (GetRecords or a Lambda event)."""
+    """One record read from the source stream (GetRecords or a Lambda event).
+
+    Kinesis does not give a record's explicit hash key back to readers: neither GetRecords nor
+    Lambda's Kinesis events carry it. So a copy is routed in the target by its partition key
+    (MD5), whatever hash key the producer chose: a record written with an explicit hash key may
+    sit in a different shard of the target than of the source. Partition key and data are
+    copied byte-identical.
+    """
 
     shard_id: str
     sequence_number: str
     partition_key: str
     data: bytes
-    explicit_hash_key: str | None = None
     arrival_ms: int | None = None  # ApproximateArrivalTimestamp
 
     @property

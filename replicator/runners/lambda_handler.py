@@ -95,7 +95,6 @@ def records_of(event: dict[str, Any]) -> list[SourceRecord]:
                 k["sequenceNumber"],
                 k["partitionKey"],
                 base64.b64decode(k["data"]),
-                k.get("explicitHashKey"),
                 None if arrival is None else int(float(arrival) * 1000),
             )
         )

@@ -30,7 +30,7 @@ def rec(i: int, key: str = "k", commit: int | None = T0, shard: str = "s0", size
     payload = {"key": key, "trace": f"p-{i}", "pad": "x" * size}
     if commit is not None:
         payload["commitTimestamp"] = iso_ms(commit + i)
-    return SourceRecord(shard, str(1000 + i), key, json.dumps(payload).encode(), None, T0 + i)
+    return SourceRecord(shard, str(1000 + i), key, json.dumps(payload).encode(), T0 + i)
 
 
 class ListDeadLetters:

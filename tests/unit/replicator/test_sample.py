@@ -139,7 +139,7 @@ def test_data_that_is_not_json_is_put_then_fails_every_time() -> None:
     """No dead letters: a poison record is copied, then fails, on every retry."""
     rep, sink, row, _ = sample()
     poison = rec(1)
-    poison = type(poison)(poison.shard_id, poison.sequence_number, "k", b"not json", None, T0)
+    poison = type(poison)(poison.shard_id, poison.sequence_number, "k", b"not json", T0)
     for _ in range(3):
         result = rep.process("s0", [poison, rec(2)])
         assert result.status is BatchStatus.FAILED and result.failed_from == poison.sequence_number
