@@ -235,10 +235,7 @@ class ShardReplicator:
         fence = ctx.fence
         commits = [commit_ms_of(r.data) for r in records]
         m.add("no_commit_timestamp", sum(c is None for c in commits))
-        entries = [
-            PutEntry(r.partition_key, r.data, ref=i)
-            for i, r in enumerate(records)
-        ]
+        entries = [PutEntry(r.partition_key, r.data, ref=i) for i, r in enumerate(records)]
         report = self.sender.send(entries, before_request=fence.check if fence else None)
         m.add("requests", report.requests)
         m.add("retried_entries", report.retried_entries)

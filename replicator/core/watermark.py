@@ -120,3 +120,54 @@ class WatermarkPublisher:
         claim = Claim(claimed_at, watermark)
         self.on_claim(claim)
         return claim
+
+
+class CachedShardList:
+    """ListShards at most once per ``ttl_s`` (a warm Lambda container publishes per invocation;
+    ListShards is limited to 100 calls/s per stream across all callers)."""
+
+    def __init__(
+        self,
+        list_shards: Callable[[], Sequence[ShardInfo]],
+        ttl_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.list_shards = list_shards
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._cached: tuple[float, Sequence[ShardInfo]] | None = None
+
+    def __call__(self) -> Sequence[ShardInfo]:
+        now = self.clock()
+        if self._cached is None or now - self._cached[0] >= self.ttl_s:
+            self._cached = (now, self.list_shards())
+        return self._cached[1]
+
+
+class PeriodicPublisher:
+    """Publishes through ``publisher`` at most once per ``interval_s``; never raises (a claim
+    that cannot be made now is made by a later call)."""
+
+    def __init__(
+        self,
+        publisher: WatermarkPublisher,
+        interval_s: float,
+        clock: Callable[[], float],
+        on_error: Callable[[Exception], None] = lambda exc: None,
+    ) -> None:
+        self.publisher = publisher
+        self.interval_s = interval_s
+        self.clock = clock
+        self.on_error = on_error
+        self._last: float | None = None
+
+    def maybe_publish(self) -> Claim | None:
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            return None
+        self._last = now
+        try:
+            return self.publisher.publish()
+        except Exception as exc:  # noqa: BLE001 - a claim never fails the batch it follows
+            self.on_error(exc)
+            return None
