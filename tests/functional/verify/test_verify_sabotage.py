@@ -38,6 +38,7 @@ def run(provisioned):
 def copy_and_verify(run, sabotage, **kw):
     config, clients, run_dir = run
     send(clients, config, sabotage(read_source(clients, config)))
+    kw.setdefault("settle_s", 2)  # the sabotage is final: verify need not wait long for it
     result = run_verify(run_dir, config, progress=False, timeout_s=30, **kw)
     on_disk = json.loads(result.report_json.read_text())
     assert on_disk["verdict"] == result.verdict.value
@@ -83,7 +84,8 @@ def test_sending_a_batch_twice_is_duplicated_not_fatal_unless_asked(run):
     assert dup["examples"][0]["target_copies"] == 2
     assert len(dup["examples"][0]["target_copies_at"].split()) == 2
     config, _, run_dir = run
-    fatal = run_verify(run_dir, config, progress=False, timeout_s=30, fatal_duplicates=True)
+    fatal = run_verify(run_dir, config, progress=False, timeout_s=30, fatal_duplicates=True,
+                       settle_s=2)
     assert fatal.verdict.value == "invalid" and fatal.exit_code == 1
 
 
@@ -96,7 +98,7 @@ def test_watermark_claimed_ahead_of_the_copy_is_caught(run):
     write_claim(config, run_dir, int(time.time() * 1000), newest)  # claims all of them
     time.sleep(0.05)
     send(clients, config, held_back)
-    report = run_verify(run_dir, config, progress=False, timeout_s=30).report
+    report = run_verify(run_dir, config, progress=False, timeout_s=30, settle_s=2).report
     assert report["verdict"] == "invalid", report["reasons"]
     ahead = report["anomalies"]["checkpoint_ahead"]
     assert ahead["count"] == 1
