@@ -15,6 +15,7 @@ from loadgen.kinesis_sink import KinesisSink, RequestReport, TimedSink
 from loadgen.ledger import LedgerSink
 from loadgen.options import LoadOptions
 from loadgen.producers import Pacer, Producer, ProducerSettings
+from loadgen.routing import RoutedSink, WriteTarget
 from xrh.aws import AwsClients
 from xrh.config import HarnessConfig, Side
 from xrh.resources import ResourceNames
@@ -37,6 +38,7 @@ class LoadContext:
     pool_size: int = 50
     report: RequestReport | None = None
     producers: list[Producer] = field(default_factory=list)
+    target: WriteTarget | None = None  # the region producers write to (switched at failover)
     _clients: AwsClients | None = None
     _count: int = 0
 
@@ -67,12 +69,23 @@ class LoadContext:
         rng = _random.Random(f"{seed}:{local}") if seed is not None else _random.Random()
         renderer = self.options.template.bind(rng=rng, producer=producer_id)
         keyspace = self.options.keyspace.build(rng)
-        sink = KinesisSink(self.clients.client("kinesis", Side.A))
+        if self.target is None:
+            self.target = WriteTarget(self.config)
+        sink = RoutedSink(
+            {side: KinesisSink(self.clients.client("kinesis", side)) for side in Side},
+            self.target,
+        )
         timed = TimedSink(sink, self.report) if self.report is not None else sink
         producer = Producer(producer_id, renderer, keyspace, timed, self.ledger, self.settings(),
-                            random=rng.random)  # fmt: skip
+                            random=rng.random, route=sink.pin)  # fmt: skip
         self.producers.append(producer)
         return producer, Pacer(self.options.rate_per_user)
+
+    def write_to(self, side: Side) -> None:
+        """From now on producers write to ``side`` (each request already begun finishes)."""
+        if self.target is None:
+            self.target = WriteTarget(self.config)
+        self.target.switch(side)
 
     def close_all(self, on_error: Callable[[str, BaseException], None] | None = None) -> None:
         """Close producers that did not close themselves (their final batch)."""

@@ -71,7 +71,8 @@ class HarnessDrillEnv:
         )  # fmt: skip
 
     def failover(self, to: str) -> None:
-        """``xrh failover --to`` as a person would run it."""
+        """``xrh failover --to`` as a person would run it; a replicator reads the new active
+        region (it copies back what is written there), and producers write there from now."""
         from loadgen.orchestrator import endpoint_flags
 
         config = self._state.config
@@ -82,3 +83,7 @@ class HarnessDrillEnv:
         )  # fmt: skip
         if done.returncode != 0:
             raise OrchestrationError(f"xrh failover --to {to} failed: {done.stderr.strip()}")
+        if self._state.replicators is not None:
+            self._state.replicators.ensure(to)
+        if self._orch.write_to is not None:
+            self._orch.write_to(to)

@@ -38,11 +38,12 @@ from loadgen.context import LoadContext
 from loadgen.ledger import MESSAGE_TYPE, LedgerForwarder
 from loadgen.options import LoadOptions, add_options, load_options
 from loadgen.orchestrator import Orchestrator, config_from_wire, config_to_wire, read_lag
-from xrh.config import add_common_options, config_from_options
+from xrh.config import Side, add_common_options, config_from_options
 from xrh.errors import EXIT_UNKNOWN, EXIT_USAGE, HarnessError, UsageError
 
 SETUP = "xrh_setup"
 STOP = "xrh_stop"
+REGION = "xrh_region"  # master -> workers: producers write to this region from now (failover)
 STOP_TIMEOUT_S = 15.0
 STATS_CSV_PREFIX = "locust"  # locust_stats.csv, _stats_history.csv, _failures.csv, _exceptions.csv
 
@@ -261,11 +262,15 @@ def _on_init(environment: Any, **_: Any) -> None:
     if isinstance(runner, WorkerRunner):
         runner.register_message(SETUP, _on_setup)
         runner.register_message(STOP, _on_stop_request, concurrent=True)
+        runner.register_message(REGION, _on_region)
         return
     node.orchestrator = Orchestrator(base, options, say=node.say)
     atexit.register(node.orchestrator.close)
     if isinstance(runner, MasterRunner):
         runner.register_message(MESSAGE_TYPE, _on_ledger_message)
+        node.orchestrator.write_to = lambda side: runner.send_message(REGION, {"side": side})
+    else:
+        node.orchestrator.write_to = lambda side: _write_to(node, side)
     if environment.web_ui is not None:
         from loadgen.webui import install
 
@@ -449,6 +454,19 @@ def _on_setup(environment: Any, msg: Any, **_: Any) -> None:
     node.context = LoadContext(config, node.options, node.forwarder, worker, msg.data["run"],
                                pool_size=node.pool_size(), report=node.report)  # fmt: skip
     node.flusher = gevent.spawn(_flush_loop, node.forwarder)
+
+
+def _write_to(node: Node, side: str) -> None:
+    """This process's producers write to region ``side`` from their next request on."""
+    if node.context is not None:
+        node.context.write_to(Side(side))
+        node.say(f"producers now write to region {side.upper()}")
+
+
+def _on_region(environment: Any, msg: Any, **_: Any) -> None:
+    node = _node(environment)
+    if node is not None:
+        _write_to(node, str(msg.data["side"]))
 
 
 def _flush_loop(forwarder: LedgerForwarder) -> None:

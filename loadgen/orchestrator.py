@@ -113,6 +113,9 @@ class Orchestrator:
         self.endpoint: Any = None
         self.state: RunState | None = None
         self.last: RunState | None = None
+        # Set by the Locust layer: make every producer of the run write to a region (a
+        # failover); a local runner switches its own producers, a master tells its workers.
+        self.write_to: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -187,15 +190,18 @@ class Orchestrator:
             state.claims_stop = state.claims_thread = None
 
     def _start_replicator(self, state: RunState) -> None:
-        command = [
-            sys.executable, "-m", "xrh", "replicate", "--pipeline", state.config.pipeline,
-            "--side", "a", "--run-dir", str(state.run.path), "--prefix", state.config.prefix,
-            *endpoint_flags(state.config), "--drain-timeout", str(self.options.drain_timeout_s),
-            *(["--behaviour", "sample"] if self.options.replicator == "sample" else []),
-            *(self.options.drill.replicator_args if self.options.drill else ()),
-        ]  # fmt: skip
+        def command(side: str) -> list[str]:
+            return [
+                sys.executable, "-m", "xrh", "replicate", "--pipeline", state.config.pipeline,
+                "--side", side, "--run-dir", str(state.run.path), "--prefix",
+                state.config.prefix, *endpoint_flags(state.config),
+                "--drain-timeout", str(self.options.drain_timeout_s),
+                *(["--behaviour", "sample"] if self.options.replicator == "sample" else []),
+                *(self.options.drill.replicator_args if self.options.drill else ()),
+            ]  # fmt: skip
+
         state.replicators = ReplicatorProcesses(command, state.run.path, self.say)
-        state.replicators.start()
+        state.replicators.start("a")
 
     def _start_drill(self, state: RunState, setup_s: float) -> None:
         """The drill's nemesis, over what is left of --run-time after set-up."""

@@ -108,8 +108,13 @@ class Producer:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
+        route: Callable[[], str] | None = None,
     ) -> None:
+        """``route``: called as each request begins, pins it to a region and returns the
+        region's name for its ledger rows (:class:`loadgen.routing.RoutedSink.pin`); without
+        it every request goes to ``settings.region``."""
         self.id = producer_id
+        self._route = route
         self.settings = settings
         self._render = renderer.render
         self._keyspace = keyspace
@@ -201,6 +206,8 @@ class Producer:
 
     def _send(self, batch: list[PutEntry]) -> None:
         self._last_event = {}
+        if self._route is not None:
+            self._where = (self.settings.pipeline, self._route(), self.settings.stream)
         try:
             report = self._sender.send(batch)
         except BaseException:

@@ -1,8 +1,10 @@
 """The replicator processes of a run: started, drained, stopped, and (in drills) killed,
 frozen, restarted or joined by a second poller.
 
-Each process is ``python -m xrh replicate`` (never in Locust's event loop), writing to the
-run's ``replicator-a.log``; processes share the source shards through the lease table. When
+Each process is ``python -m xrh replicate --side S`` (never in Locust's event loop), writing to
+the run's ``replicator-S.log``; processes of one side share its source shards through the
+lease table. Side B's replicator is started when a drill fails over to B (it copies what
+producers write there back to A). When
 production stops every live process gets SIGUSR1: each drains and exits 0 once caught up and
 quiet, or 2 if it could not within ``--drain-timeout``.
 """
@@ -20,38 +22,51 @@ from typing import Any
 from loadgen.errors import OrchestrationError
 from xrh.processes import stop_process
 
-LOG_NAME = "replicator-a.log"
+LOG_NAME = "replicator-a.log"  # side A's; side B's is replicator-b.log
 
 
 class ReplicatorProcesses:
-    def __init__(self, command: list[str], run_path: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, command: Callable[[str], list[str]], run_path: Path, say: Callable[[str], None]
+    ) -> None:
+        """``command(side)``: the command line of a replicator reading region ``side``."""
         self.command = command
-        self.log_path = run_path / LOG_NAME
+        self.run_path = run_path
         self.say = say
         self.processes: list[subprocess.Popen[bytes]] = []
-        self._log: Any = None
+        self._sides: dict[int, str] = {}  # pid -> side
+        self._logs: dict[str, Any] = {}
 
     @property
     def primary(self) -> subprocess.Popen[bytes] | None:
-        """The first live process (the one drills kill or freeze)."""
-        return next((p for p in self.processes if p.poll() is None), None)
+        """The first live side-A process (the one drills kill or freeze)."""
+        return next(
+            (p for p in self.processes if p.poll() is None and self._sides[p.pid] == "a"), None
+        )
 
-    def start(self, *, check: bool = True) -> subprocess.Popen[bytes]:
-        if self._log is None:
-            self._log = self.log_path.open("ab")
+    def start(self, side: str = "a", *, check: bool = True) -> subprocess.Popen[bytes]:
+        log = self._logs.get(side)
+        if log is None:
+            log = self._logs[side] = (self.run_path / f"replicator-{side}.log").open("ab")
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(side), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         self.processes.append(process)
+        self._sides[process.pid] = side
         if check:
             time.sleep(0.5)
             if process.poll() is not None:
                 raise OrchestrationError(
                     f"the replicator exited at once with code {process.returncode}; "
-                    f"see {self.log_path}"
+                    f"see {self.run_path / f'replicator-{side}.log'}"
                 )
-        self.say(f"replicator started (pid {process.pid})")
+        self.say(f"replicator of side {side.upper()} started (pid {process.pid})")
         return process
+
+    def ensure(self, side: str) -> None:
+        """A replicator reading region ``side`` is running (started if none is)."""
+        if not any(p.poll() is None and self._sides[p.pid] == side for p in self.processes):
+            self.start(side, check=False)
 
     def kill(self) -> None:
         """SIGKILL the primary: no clean-up, its leases expire, a batch may be half done."""
@@ -107,6 +122,6 @@ class ReplicatorProcesses:
         self.thaw()
         for process in self.processes:
             stop_process(process)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()

@@ -83,6 +83,14 @@ DRILLS: tuple[Drill, ...] = (
         catches=("lost",),
     ),
     Drill(
+        "failover",
+        "kinesis",
+        "`xrh failover --to b` under load (producers move to B, a replicator copies B back to "
+        "A), then `--to a` and back",
+        (Step(0.3, Action.FAILOVER, "b"), Step(0.65, Action.FAILOVER, "a")),
+        catches=("lost", "looped"),
+    ),
+    Drill(
         "reshard",
         "kinesis",
         "the source stream resharded from 4 to 8 shards under load (parents before children)",
