@@ -16,6 +16,7 @@ Exception tree::
     ├── LeaseUnconfirmed                our lease could not be confirmed for a write in time
     │                                   (lease table error, slow renewal): retry the batch
     ├── DeadLetterError                 the dead-letter sink could not store a record
+    ├── HandoverError                   the handover rows could not be read or written
     └── ReplicatorUsageError            bad option or environment (also an xrh UsageError in the
                                         CLI, exit code 3)
 
@@ -80,6 +81,10 @@ class LeaseUnconfirmed(ReplicatorError):
 
 class DeadLetterError(ReplicatorError):
     """A record could not be stored in the dead-letter sink; the batch must fail."""
+
+
+class HandoverError(ReplicatorError):
+    """The handover rows (replicator.core.handover) could not be read or written."""
 
 
 class ReplicatorUsageError(ReplicatorError, ValueError):

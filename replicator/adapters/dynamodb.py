@@ -6,6 +6,7 @@ UpdateItem; ``ConditionalCheckFailedException`` means another writer is at or pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,8 +17,9 @@ from replicator.core.checkpoint import (
     ShardCheckpoint,
     sequence_key,
 )
+from replicator.core.handover import HandoverKey, HandoverState
 from replicator.core.records import iso_ms_of
-from replicator.errors import ActiveRegionLookupError, CheckpointError
+from replicator.errors import ActiveRegionLookupError, CheckpointError, HandoverError
 
 _FAILURES = (ClientError, BotoCoreError, OSError)
 
@@ -239,3 +241,74 @@ def set_active_region(
     if previous_region is not None:
         item["previousRegion"] = {"S": previous_region}
     client.put_item(TableName=table, Item=item)
+
+
+class DynamoHandoverStore:
+    """HandoverStore over a checkpoint table (:mod:`replicator.core.handover`). Rows of scope
+    ``handover:kinesis:<stream>:<previous region>:<since ms>``: ``copies#<source shard>#<first
+    sequence number>#<offset>`` (``copies`` SS of ``<target shard>:<sequence number>``),
+    ``done#<source shard>``, and ``#state`` (``heartbeatMs`` N, ``complete`` BOOL)."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+        self.calls = 0
+
+    def _key(self, key: HandoverKey, row: str) -> dict[str, Any]:
+        return {"scope": {"S": key.scope}, "shardId": {"S": row}}
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        self.calls += 1
+        try:
+            return getattr(self.client, operation)(TableName=self.table, **kwargs)
+        except _FAILURES as exc:
+            raise HandoverError(f"{self.table}: handover {operation} failed: {exc}") from exc
+
+    def record_copies(self, key: HandoverKey, part: str, copies: Sequence[str]) -> None:
+        if copies:
+            item = {**self._key(key, f"copies#{part}"), "copies": {"SS": sorted(set(copies))}}
+            self._call("put_item", Item=item)
+
+    def mark_done(self, key: HandoverKey, shard_ids: Iterable[str]) -> None:
+        for shard_id in shard_ids:
+            self._call("put_item", Item=self._key(key, f"done#{shard_id}"))
+
+    def _rows(self, key: HandoverKey, prefix: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "#s = :s AND begins_with(shardId, :p)",
+            "ExpressionAttributeNames": {"#s": "scope"},
+            "ExpressionAttributeValues": {":s": {"S": key.scope}, ":p": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._call("query", **kwargs)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def done_shards(self, key: HandoverKey) -> set[str]:
+        return {i["shardId"]["S"][len("done#") :] for i in self._rows(key, "done#")}
+
+    def copies(self, key: HandoverKey) -> set[str]:
+        return {c for i in self._rows(key, "copies#") for c in i.get("copies", {}).get("SS", [])}
+
+    def heartbeat(self, key: HandoverKey, at_ms: int) -> None:
+        self._call(
+            "update_item", Key=self._key(key, "#state"), UpdateExpression="SET heartbeatMs = :t",
+            ExpressionAttributeValues={":t": {"N": str(at_ms)}},
+        )  # fmt: skip
+
+    def mark_complete(self, key: HandoverKey, at_ms: int) -> None:
+        self._call(
+            "update_item", Key=self._key(key, "#state"),
+            UpdateExpression="SET complete = :c, heartbeatMs = :t",
+            ExpressionAttributeValues={":c": {"BOOL": True}, ":t": {"N": str(at_ms)}},
+        )  # fmt: skip
+
+    def state(self, key: HandoverKey) -> HandoverState:
+        item = self._call("get_item", Key=self._key(key, "#state"), ConsistentRead=True).get(
+            "Item", {}
+        )
+        return HandoverState(item.get("complete", {}).get("BOOL", False), _num(item, "heartbeatMs"))

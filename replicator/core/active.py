@@ -8,10 +8,14 @@ The seed's table holds ``{"streamName", "activeRegion"}``. A switch (failover) m
 - the new region stands down for records that arrived in its stream before ``activeSinceMs``
   (copies from the previous region) and copies the ones after.
 
-So nothing written before the switch is acknowledged uncopied, and a record never travels
-back and forth: the previous region's late copies that land in the new region after the switch
-are sent back once (bounded duplicates, counted by verify), and the previous region stands down
-for them. Without the two attributes (the seed's item) the switch takes effect at once.
+So nothing written before the switch is acknowledged uncopied. The previous region's late
+copies land in the new region after the switch; by this rule alone the new region would send
+them back once (a record twice in the region it was written to: verify's ``looped``). The
+poller's :mod:`replicator.core.handover` prevents that: the previous region records its late
+copies and the new region holds what arrived after the switch until it is done, then never
+forwards a recorded copy (without it, as in the Lambda handler, they come back once each, and
+the previous region stands down for them). Without the two attributes (the seed's item) the
+switch takes effect at once.
 Arrival times are the streams' ``ApproximateArrivalTimestamp``; ``activeSinceMs`` should come from
 a clock in step with them (on AWS, any NTP-synchronised host).
 

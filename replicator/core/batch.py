@@ -15,7 +15,11 @@ unconditional checkpoint per record and made two AWS calls per record. Here:
   after the first unresolved record is reported as failed (``failed_from``) to be sent again;
 - with a lease fence (the poller; :mod:`replicator.core.fence`): every PutRecords request and
   every checkpoint write is preceded by the fence's check and the checkpoint carries the lease
-  counter; once the lease is lost nothing more is written (``LEASE_LOST``).
+  counter; once the lease is lost nothing more is written (``LEASE_LOST``);
+- with a handover (the poller; :mod:`replicator.core.handover`): as the previous region it
+  records the copies it makes after a switch; as the new region it holds records that arrived
+  after the switch until the previous region is done, then never forwards its recorded copies,
+  so no record goes back to the region it came from.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from typing import Protocol
 from replicator.core.active import ActiveRegionLookup, Assignment
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.fence import LeaseFence
+from replicator.core.handover import Gate, Handover, HandoverKey, copy_id
 from replicator.core.metrics import Metrics
-from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender
+from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender, SendReport
 from replicator.core.records import SourceRecord, commit_ms_of
-from replicator.core.watermark import WatermarkSettings, shard_watermark
+from replicator.core.watermark import ShardInfo, WatermarkSettings, shard_watermark
 from replicator.errors import (
     ActiveRegionLookupError,
     CheckpointError,
@@ -102,8 +107,10 @@ class ShardReplicator:
         watermark: WatermarkSettings | None = None,
         metrics: Metrics | None = None,
         log: Log = _no_log,
+        handover: Handover | None = None,
     ) -> None:
         self.stream = stream
+        self.handover = handover
         self.source_region = source_region
         self.target_region = target_region
         self.sender = sender
@@ -130,7 +137,6 @@ class ShardReplicator:
         ``fence``: the shard's lease, checked before every write (None: no lease, Lambda);
         ``skipped_history``: the shard's older records were never read (``--start-at-latest``),
         so its checkpoints carry no shard watermark (:mod:`replicator.core.watermark`)."""
-        ctx = _Shard(fence, skipped_history)
         m = self.metrics
         m.add("batches")
         m.add("records_in", len(records))
@@ -152,14 +158,93 @@ class ShardReplicator:
             if isinstance(assignment, BatchResult):
                 return assignment
             flags = [assignment.copies(self.source_region, r.arrival_ms) for r in records]
+        key = HandoverKey.of(self.stream, assignment) if self.handover is not None else None
+        late = key if key is not None and key.previous == self.source_region else None
+        ctx = _Shard(fence, skipped_history, late)
+        if key is not None and key.new == self.source_region and any(flags):
+            gated = self._gate(shard_id, records, flags, key, assignment.region, ctx)
+            if isinstance(gated, BatchResult):
+                return gated
+            flags = gated
         runs = _runs(flags)
         if len(runs) == 1:
             if runs[0][0]:
-                return self._copy(shard_id, records, tip_read_at_ms, shard_end, ctx)
-            return self._stand_down(shard_id, records, assignment.region, shard_end, ctx)
-        return self._handover(
-            shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end, ctx
-        )
+                result = self._copy(shard_id, records, tip_read_at_ms, shard_end, ctx)
+            else:
+                result = self._stand_down(shard_id, records, assignment.region, shard_end, ctx)
+        else:
+            result = self._handover(
+                shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end, ctx
+            )
+        self._note_passed(shard_id, records, result)
+        return result
+
+    def _gate(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        flags: list[bool],
+        key: HandoverKey,
+        active: str,
+        ctx: _Shard,
+    ) -> list[bool] | BatchResult:
+        """This region is the new one: hold the records that arrived after the switch until the
+        previous region is done, then stand down for the copies it recorded."""
+        assert self.handover is not None
+        m = self.metrics
+        try:
+            gate = self.handover.gate(key)
+        except ReplicatorError as exc:  # never forward blind: hold and ask again
+            gate = Gate(True, reason=f"handover state unreadable: {exc}")
+        if gate.hold:
+            first = flags.index(True)
+            m.add("handover_held_batches")
+            self.log("handover_held", shard_id=shard_id, records=len(records) - first,
+                     reason=gate.reason)  # fmt: skip
+            if first == 0:
+                return BatchResult(
+                    BatchStatus.FAILED, 0, records[0].sequence_number, error=gate.reason
+                )
+            done = self._stand_down(shard_id, records[:first], active, False, ctx)
+            return BatchResult(
+                BatchStatus.PARTIAL, first, records[first].sequence_number, done.checkpoint,
+                done.checkpoint_written, error=gate.reason,
+            )  # fmt: skip
+        if not gate.skip:
+            return flags
+        out = [
+            flag and copy_id(r.shard_id, r.sequence_number) not in gate.skip
+            for flag, r in zip(flags, records, strict=True)
+        ]
+        skipped = sum(a and not b for a, b in zip(flags, out, strict=True))
+        if skipped:
+            m.add("handover_skipped_copies", skipped)
+            self.log("handover_skipped_copies", shard_id=shard_id, records=skipped)
+        return out
+
+    def _note_passed(
+        self, shard_id: str, records: Sequence[SourceRecord], result: BatchResult
+    ) -> None:
+        """Tell the handover how far this shard is processed and checkpointed."""
+        if self.handover is None or not result.checkpoint_written:
+            return
+        if result.status not in (BatchStatus.REPLICATED, BatchStatus.STOOD_DOWN):
+            return
+        arrivals = [r.arrival_ms for r in records if r.arrival_ms is not None]
+        if arrivals:
+            self.handover.passed(shard_id, max(arrivals))
+
+    def handover_tick(
+        self, shards: Sequence[ShardInfo], owned: Sequence[str], finished: Sequence[str]
+    ) -> None:
+        """Periodic handover bookkeeping (the poller calls it once per claim interval)."""
+        if self.handover is None:
+            return
+        try:
+            assignment = self.active.assignment(self.stream)  # cached: at most once per TTL
+            self.handover.tick(assignment, self.stream, shards, owned, finished)
+        except ReplicatorError as exc:
+            self.log("handover_tick_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _lookup(
         self, shard_id: str, records: Sequence[SourceRecord], not_before_ms: int | None
@@ -236,7 +321,12 @@ class ShardReplicator:
         commits = [commit_ms_of(r.data) for r in records]
         m.add("no_commit_timestamp", sum(c is None for c in commits))
         entries = [PutEntry(r.partition_key, r.data, ref=i) for i, r in enumerate(records)]
+        sent_at = self.clock_ms()
         report = self.sender.send(entries, before_request=fence.check if fence else None)
+        if self.handover is not None:
+            recorded = self._remember(shard_id, records, report, sent_at, ctx)
+            if recorded is not None:
+                return recorded
         m.add("requests", report.requests)
         m.add("retried_entries", report.retried_entries)
         m.add("throttled_requests", report.throttled_requests)
@@ -312,6 +402,36 @@ class ShardReplicator:
             error=str(report.error or report.fenced or "attempts exhausted"),
         )
 
+    def _remember(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        report: SendReport,
+        sent_at: int,
+        ctx: _Shard,
+    ) -> BatchResult | None:
+        """Hand the written copies to the handover; as the previous region of a switch, record
+        them (None: go on; a result: the recording failed and the batch must be sent again)."""
+        assert self.handover is not None
+        copies = [
+            copy_id(o.shard_id, o.sequence_number)
+            for o in report.outcomes
+            if o.status is EntryStatus.WRITTEN and o.shard_id and o.sequence_number
+        ]
+        self.handover.wrote(sent_at, copies)
+        if ctx.late is None or not copies:
+            return None
+        try:
+            self.handover.record_late(ctx.late, f"{shard_id}#{records[0].sequence_number}", copies)
+        except ReplicatorError as exc:
+            self.metrics.add("failed_batches")
+            self.log("handover_record_failed", shard_id=shard_id, error=str(exc))
+            return BatchResult(
+                BatchStatus.FAILED, 0, records[0].sequence_number, error=f"recording copies: {exc}"
+            )
+        self.metrics.add("handover_copies_recorded", len(copies))
+        return None
+
     def idle(
         self,
         shard_id: str,
@@ -327,7 +447,10 @@ class ShardReplicator:
         checkpoint = ShardCheckpoint(
             shard_id, sequence_number, None, wm, closed, skipped_history=skipped_history
         )
-        return self._write(checkpoint, fence)
+        written = self._write(checkpoint, fence)
+        if written and self.handover is not None:
+            self.handover.passed(shard_id, tip_read_at_ms - self.handover.settings.margin_ms)
+        return written
 
     def _stand_down(
         self,
@@ -386,6 +509,7 @@ class _Shard:
 
     fence: LeaseFence | None = None
     skipped_history: bool = False
+    late: HandoverKey | None = None  # this region hands over: record the copies it makes
 
 
 def _runs(flags: Sequence[bool]) -> list[tuple[bool, int, int]]:

@@ -85,6 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watermark assumption D: records reach the source within D of commit",
     )
     parser.add_argument("--watermark-margin-ms", type=int, default=1_000)
+    parser.add_argument(
+        "--handover-timeout",
+        type=float,
+        default=30.0,
+        help="after a failover, the new region forwards records that arrived after the switch "
+        "once the previous region finished its handover, or after this many seconds without "
+        "a heartbeat from it",
+    )
     parser.add_argument("--max-record-bytes", type=int, default=1024 * 1024)
     parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
     parser.add_argument("--max-attempts", type=int, default=10)
@@ -99,7 +107,9 @@ def _check(args: argparse.Namespace) -> None:
 
     if not 1 <= args.batch_size <= 10_000:
         raise UsageError(f"--batch-size {args.batch_size} is outside 1..10000")
-    for name in ("quiet_seconds", "drain_timeout", "poll_interval", "active_region_ttl"):
+    for name in (
+        "quiet_seconds", "drain_timeout", "poll_interval", "active_region_ttl", "handover_timeout"
+    ):  # fmt: skip
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.lease_seconds <= 0 or args.max_attempts < 1:
@@ -294,11 +304,12 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
 
 
 def _reference_replicator(args, clients, writes, names, side, source_region, target_region, checkpoints, files):  # fmt: skip
-    from replicator.adapters.dynamodb import DynamoActiveRegion
+    from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoHandoverStore
     from replicator.adapters.kinesis import KinesisSink
     from replicator.adapters.s3 import S3DeadLetterSink
     from replicator.core.active import CachedActiveRegion
     from replicator.core.batch import ShardReplicator
+    from replicator.core.handover import Handover, HandoverSettings
     from replicator.core.putrecords import Backoff, Limits, PutRecordsSender
     from replicator.core.watermark import WatermarkSettings
 
@@ -314,6 +325,20 @@ def _reference_replicator(args, clients, writes, names, side, source_region, tar
         lookup, args.active_region_ttl, time.monotonic, lambda: int(time.time() * 1000)
     )
     dead = S3DeadLetterSink(clients.client("s3", side), names.dead_letter_bucket(source_region))
+    in_flight_ms = int((_write_timeout(args) + args.max_clock_skew_ms / 1000 + 1) * 1000)
+    handover = Handover(
+        this_region=source_region,
+        outbound=DynamoHandoverStore(writes.client("dynamodb", side.other), names.checkpoint_table),
+        inbound=DynamoHandoverStore(clients.client("dynamodb", side), names.checkpoint_table),
+        clock_ms=lambda: int(time.time() * 1000),
+        settings=HandoverSettings(
+            dead_after_ms=int(args.handover_timeout * 1000),
+            in_flight_ms=in_flight_ms,
+            remember_ms=max(10_000, int(args.active_region_ttl * 1000) + in_flight_ms + 5_000),
+            margin_ms=args.watermark_margin_ms,
+        ),
+        log=files.log,
+    )
     replicator = ShardReplicator(
         stream=names.stream,
         source_region=source_region,
@@ -325,8 +350,10 @@ def _reference_replicator(args, clients, writes, names, side, source_region, tar
         clock_ms=lambda: int(time.time() * 1000),
         watermark=WatermarkSettings(args.max_commit_delay_ms, args.watermark_margin_ms),
         log=files.log,
+        handover=handover,
     )
-    return replicator, sink, lookup, lambda: 0
+    stores = (handover.outbound, handover.inbound)
+    return replicator, sink, lookup, lambda: sum(s.calls for s in stores)  # type: ignore[attr-defined]
 
 
 #: The AWS SDK for Java 2.x retries 3 times by default (4 sends), DynamoDB 8 times (9 sends);

@@ -34,6 +34,11 @@ at its last record's arrival minus the delay bound and margin (true, but it hold
 shard that never received a record has no row and blocks any claim, and Lambda never says a
 shard is closed, so after a reshard the parents' rows hold W back until the stream trims them.
 Claims are logged as EMF lines (``Event: claim``).
+
+Not wired here: the failover bookkeeping of :mod:`replicator.core.handover` (it needs a periodic
+tick and the function's own region's checkpoint table), so after a failover with a handover
+time the previous region's late copies come back to it once each; run ``xrh replicate`` for
+loop-free failovers.
 """
 
 from __future__ import annotations

@@ -180,11 +180,13 @@ class Poller:
                         self.sleep(self.settings.poll_interval_s)  # type: ignore[call-arg]
                 if now >= next_claim:
                     self._claim()
+                    self._handover_tick()
                     self.on_tick()
                     next_claim = now + s.claim_interval_s
                 if self.drain_since is not None:
                     if self._drained():
                         self._claim()
+                        self._handover_tick()
                         self.exit_reason = "drained"
                         break
                     if self.clock() - self.drain_since > s.drain_timeout_s:
@@ -389,6 +391,12 @@ class Poller:
         if claim is not None:
             self.replicator.metrics.add("claims")
             self.replicator.metrics.watermark_ms = claim.watermark_ms
+
+    def _handover_tick(self) -> None:
+        """Handover bookkeeping of the reference replicator (replicator.core.handover)."""
+        tick = getattr(self.replicator, "handover_tick", None)
+        if tick is not None:
+            tick(self.shards, sorted(self.owned), sorted(self.finished))
 
     def _drained(self) -> bool:
         if self.clock() - self.last_record_at < self.settings.quiet_s:

@@ -1,6 +1,7 @@
 """Failover with A's replicator frozen across the switch (it still holds records it has not
-copied): ``xrh failover --to b`` hands over without loss and every watermark claim of both
-directions holds; the seed's switch (``activeRegion`` only) loses the records in flight."""
+copied): ``xrh failover --to b`` hands over without loss, without sending A's late copies back
+to A (no loop), and every watermark claim of both directions holds; the seed's switch
+(``activeRegion`` only) loses the records in flight."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class Outcome:
     arrivals: dict[str, dict[str, tuple[int, int]]]  # side -> trace -> (commit ms, arrival ms)
     claims: list[WatermarkClaim]
     logs: str
+    counters: dict[str, dict[str, int]]  # worker -> replicator counters
 
 
 def arrivals_of(client, stream: str) -> dict[str, tuple[int, int]]:
@@ -106,12 +108,14 @@ def run_failover(config: HarnessConfig, tmp_path: Path, switch: Callable[[], Non
         WatermarkClaim.from_line(x)
         for x in (claims_file.read_text().splitlines() if claims_file.exists() else [])
     ]
+    metrics = json.loads((run_dir / "replicator-metrics.json").read_text())
     return Outcome(
         Counter(t for ts in read_stream(ka, names.stream).values() for t in ts),
         Counter(t for ts in read_stream(kb, names.stream).values() for t in ts),
         {"a": arrivals_of(ka, names.stream), "b": arrivals_of(kb, names.stream)},
         claims,
         logs,
+        {w: v["counters"] for w, v in metrics["workers"].items()},
     )
 
 
@@ -152,12 +156,14 @@ def test_xrh_failover_hands_over_without_loss_and_every_claim_holds(
     in_a, in_b = outcome.in_a, outcome.in_b
     assert set(in_b) >= FROM_A, f"{len(FROM_A - set(in_b))} of A's records never reached B"
     assert set(in_a) >= FROM_B, f"{len(FROM_B - set(in_a))} of B's records never reached A"
-    # Bounded duplicates: only the 600 records A copied late can come back to A, once each.
+    # No loop: the 600 records A copied late are recorded by A and never sent back by B.
     looped_back = sum(in_a[t] - 1 for t in FROM_A)
-    assert looped_back <= 600, f"{looped_back} duplicates in A"
-    assert max(in_a[t] for t in FROM_A) <= 2 and max(in_b[t] for t in FROM_A) == 1
+    assert looped_back == 0, f"{looped_back} of A's records came back to A"
+    assert max(in_b[t] for t in FROM_A) == 1
     assert all(in_b[t] == 1 for t in FROM_B)  # B's own records are not copied into B again
     assert all(in_a[t] == 1 for t in FROM_B)
+    assert outcome.counters["ra"]["handover_copies_recorded"] >= 600
+    assert outcome.counters["rb"]["handover_skipped_copies"] == 600
 
     directions = {(c.source_region, c.target_region) for c in outcome.claims}
     assert (config.region_a, config.region_b) in directions  # A -> B, before and after
@@ -177,8 +183,11 @@ def test_xrh_failover_hands_over_without_loss_and_every_claim_holds(
     )
     missing = Counter(in_b)
     del missing["p-000500"]
-    assert false_claims(config, Outcome(in_a, missing, outcome.arrivals, [planted], ""))
-    print(f"failover: {looped_back} of A's records came back to A once (late copies)")
+    assert false_claims(config, Outcome(in_a, missing, outcome.arrivals, [planted], "", {}))
+    print(
+        f"failover: {outcome.counters['rb']['handover_skipped_copies']} late copies not sent "
+        f"back; B held {outcome.counters['rb'].get('handover_held_batches', 0)} batches"
+    )
 
 
 def test_the_seeds_switch_loses_the_records_in_flight(
