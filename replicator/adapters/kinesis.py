@@ -9,7 +9,8 @@ unknown outcome (it may have been written). Clients should be built with botocor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from replicator.core.records import SourceRecord
 from replicator.core.watermark import ShardInfo
 from replicator.errors import (
     InvalidRequestError,
+    ReplicatorError,
     RetryableRequestError,
     SinkError,
     TerminalRequestError,
@@ -77,11 +79,28 @@ def translate(exc: BaseException) -> SinkError:
 
 
 class KinesisSink:
-    """PutRecordsSink over a boto3 Kinesis client (the target region)."""
+    """PutRecordsSink over a boto3 Kinesis client (the target region).
+
+    ``put_records(..., guard=check)`` calls ``check`` once more at the last moment, in botocore's
+    ``before-send`` event, after the request was built and signed (about 16 ms of CPU for 500
+    records) and before any byte leaves: the replicator's lease fence
+    (:mod:`replicator.core.fence`), so a process paused while building a request cannot send it
+    after its lease was taken. If ``check`` raises, nothing is sent and its error propagates.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.calls = 0
+        self._guard = threading.local()
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:
+            events.register("before-send.kinesis.PutRecords", self._before_send)
+
+    def _before_send(self, **kwargs: Any) -> None:
+        check = getattr(self._guard, "check", None)
+        if check is not None:
+            check()
+        return None  # botocore sends the request
 
     def put_record(self, stream: str, partition_key: str, data: bytes) -> tuple[str, str]:
         """One single-record PutRecord (only the sample behaviour uses it): (shard, sequence)."""
@@ -94,7 +113,12 @@ class KinesisSink:
             raise translate(exc) from exc
         return response["ShardId"], response["SequenceNumber"]
 
-    def put_records(self, stream: str, entries: Sequence[PutEntry]) -> Sequence[EntryResult]:
+    def put_records(
+        self,
+        stream: str,
+        entries: Sequence[PutEntry],
+        guard: Callable[[], object] | None = None,
+    ) -> Sequence[EntryResult]:
         wire = []
         for e in entries:
             item: dict[str, Any] = {"Data": e.data, "PartitionKey": e.partition_key}
@@ -102,10 +126,15 @@ class KinesisSink:
                 item["ExplicitHashKey"] = e.explicit_hash_key
             wire.append(item)
         self.calls += 1
+        self._guard.check = guard
         try:
             response = self.client.put_records(StreamName=stream, Records=wire)
+        except ReplicatorError:
+            raise  # the guard refused at the last moment: nothing was sent
         except Exception as exc:  # every failure of the call is classified, none escapes raw
             raise translate(exc) from exc
+        finally:
+            self._guard.check = None
         return [
             EntryResult(
                 shard_id=r.get("ShardId"),

@@ -77,7 +77,16 @@ class ScriptedSink:
         index = hash_key_of(entry) * self.shard_count // HASH_SPACE
         return f"shardId-{index:012d}"
 
-    def put_records(self, stream: str, entries: Sequence[PutEntry]) -> Sequence[EntryResult]:
+    def put_records(
+        self,
+        stream: str,
+        entries: Sequence[PutEntry],
+        guard: Callable[[], object] | None = None,
+    ) -> Sequence[EntryResult]:
+        """``guard`` runs first, as the boto3 sink runs it just before sending: if it raises,
+        nothing is written and the call is not counted."""
+        if guard is not None:
+            guard()
         self.calls.append(list(entries))
         call = len(self.calls)
         fault = self._call_faults.get(call)

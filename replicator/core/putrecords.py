@@ -227,9 +227,11 @@ class PutRecordsSender:
         *,
         before_request: Callable[[], object] | None = None,
     ) -> SendReport:
-        """``before_request`` runs right before each request is sent (after any backoff); if it
-        raises a ReplicatorError the send stops there (``report.fenced``) and that request and
-        the rest stay unsent: the replicator's lease fence (:mod:`replicator.core.fence`)."""
+        """``before_request`` runs right before each request is sent (after any backoff), and is
+        passed to the sink as ``guard`` to run once more at the last moment; if it raises a
+        ReplicatorError the send stops there (``report.fenced``) and that request and the rest
+        stay unsent: the replicator's lease fence (:mod:`replicator.core.fence`). A sink given
+        a guard must accept ``put_records(stream, entries, guard=...)``."""
         outcomes: list[EntryOutcome | None] = [None] * len(entries)
         report = SendReport(outcomes=[])
         queue = [_Pending(i, e) for i, e in enumerate(entries)]
@@ -252,7 +254,13 @@ class PutRecordsSender:
                 if p.attempts > 1:
                     report.retried_entries += 1
             report.requests += 1
-            again, stop = self._attempt(request, outcomes, report)
+            try:
+                again, stop = self._attempt(request, outcomes, report, before_request)
+            except SinkError:
+                raise  # pragma: no cover - _attempt handles every SinkError
+            except ReplicatorError as exc:  # the sink's last-moment guard refused: not sent
+                report.fenced = exc
+                break
             if stop is not None:
                 report.error = stop  # the request and the rest stay unresolved / unsent
                 break
@@ -314,13 +322,23 @@ class PutRecordsSender:
         report.dead_letters.append(DeadLetter(p.entry, reason, detail))
 
     def _attempt(
-        self, request: list[_Pending], outcomes: list, report: SendReport
+        self,
+        request: list[_Pending],
+        outcomes: list,
+        report: SendReport,
+        guard: Callable[[], object] | None = None,
     ) -> tuple[list[_Pending] | None, SinkError | None]:
         """Send one request. Returns (entries to send again in order, None), (None, None) for
-        an invalid request to bisect, or ([], error) for a terminal error that stops the send."""
+        an invalid request to bisect, or ([], error) for a terminal error that stops the send.
+        With ``guard`` the sink checks it again at the last moment before sending."""
         invoked = self.clock()
         try:
-            results = self.sink.put_records(self.stream, [p.entry for p in request])
+            if guard is None:
+                results = self.sink.put_records(self.stream, [p.entry for p in request])
+            else:
+                results = self.sink.put_records(  # type: ignore[call-arg]
+                    self.stream, [p.entry for p in request], guard=guard
+                )
         except RetryableRequestError as exc:
             report.throttled_requests += 1
             self._all(request, AttemptOutcome.FAIL, invoked, exc)

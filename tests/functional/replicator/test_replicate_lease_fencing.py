@@ -30,8 +30,8 @@ class FreezingSink:
         self.frozen = threading.Event()
         self.thaw = threading.Event()
 
-    def put_records(self, stream, entries):
-        results = self.inner.put_records(stream, entries)
+    def put_records(self, stream, entries, guard=None):
+        results = self.inner.put_records(stream, entries, guard)
         self.requests += 1
         if self.requests == 1:
             self.frozen.set()

@@ -91,12 +91,10 @@ def test_guard_must_fit_in_the_lease() -> None:
 def test_sender_stops_before_the_request_the_fence_refuses() -> None:
     sink = ScriptedSink()
     sender = PutRecordsSender(sink, "s", limits=Limits(max_entries=2), sleep=lambda s: None)
-    allowed = [2]
 
     def before() -> None:
-        if not allowed[0]:
+        if len(sink.calls) >= 2:
             raise LeaseLost("taken")
-        allowed[0] -= 1
 
     report = sender.send([PutEntry("k", b"%d" % i, ref=i) for i in range(6)], before_request=before)
     assert len(sink.calls) == 2 and isinstance(report.fenced, LeaseLost)
@@ -113,8 +111,8 @@ def test_a_batch_that_loses_its_lease_writes_nothing_more_and_no_checkpoint() ->
     f = fence(row, clock)
 
     class StealingSink(ScriptedSink):
-        def put_records(self, stream, entries):
-            results = super().put_records(stream, entries)
+        def put_records(self, stream, entries, guard=None):
+            results = super().put_records(stream, entries, guard)
             if len(self.calls) == 1:
                 row.steal()  # taken while the process was paused ...
                 clock[0] = 10_000  # ... past the lease's expiry
@@ -161,3 +159,52 @@ def test_memory_store_keeps_the_counter_on_unfenced_writes() -> None:
     store.advance(ShardCheckpoint("s0", "1", lease_counter=3))
     store.advance(ShardCheckpoint("s0", "2"))
     assert store.rows["s0"].lease_counter == 3
+
+
+def test_the_sink_checks_the_fence_again_at_the_last_moment() -> None:
+    """A pause between the sender's check and the request leaving (botocore builds and signs a
+    request of 500 records in about 16 ms) is caught by the sink's own last check."""
+    sink = ScriptedSink()
+    sender = PutRecordsSender(sink, "s", sleep=lambda s: None)
+    checks = []
+
+    def check() -> None:
+        checks.append(len(checks))
+        if len(checks) == 2:  # fine before the request, taken by the time it would leave
+            raise LeaseLost("taken while the request was being built")
+
+    report = sender.send([PutEntry("k", b"x", ref=0)], before_request=check)
+    assert isinstance(report.fenced, LeaseLost) and sink.calls == []
+    assert report.outcomes[0].status is EntryStatus.UNRESOLVED  # not acknowledged
+
+
+def test_the_boto3_sink_runs_the_guard_after_signing_and_before_sending() -> None:
+    """Against a loopback port nothing listens on: a guard that refuses means no connection
+    was even tried; one that passes lets botocore send (and fail to connect)."""
+    import boto3
+    from botocore.config import Config
+
+    from replicator.adapters.kinesis import KinesisSink
+    from replicator.errors import RetryableRequestError
+
+    client = boto3.client(
+        "kinesis", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=1, read_timeout=1),
+    )  # fmt: skip
+    sink = KinesisSink(client)
+    seen = []
+
+    def refuse() -> None:
+        seen.append("refused")
+        raise LeaseLost("taken")
+
+    with pytest.raises(LeaseLost):
+        sink.put_records("s", [PutEntry("k", b"x")], guard=refuse)
+    assert seen == ["refused"]
+    with pytest.raises(RetryableRequestError):  # sent: the connection was refused
+        sink.put_records("s", [PutEntry("k", b"x")], guard=lambda: seen.append("passed"))
+    assert seen == ["refused", "passed"]
+    with pytest.raises(RetryableRequestError):  # no guard (producers): unchanged
+        sink.put_records("s", [PutEntry("k", b"x")])
+    assert seen == ["refused", "passed"]
