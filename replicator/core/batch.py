@@ -160,6 +160,13 @@ class ShardReplicator:
             flags = [assignment.copies(self.source_region, r.arrival_ms) for r in records]
         key = HandoverKey.of(self.stream, assignment) if self.handover is not None else None
         late = key if key is not None and key.previous == self.source_region else None
+        if late is not None:  # also what this region's producers wrote just after the switch
+            assert self.handover is not None
+            close = self.handover.closes_at(late)
+            flags = [
+                flag if r.arrival_ms is None else r.arrival_ms < close
+                for flag, r in zip(flags, records, strict=True)
+            ]
         ctx = _Shard(fence, skipped_history, late)
         if key is not None and key.new == self.source_region and any(flags):
             gated = self._gate(shard_id, records, flags, key, assignment.region, ctx)
@@ -233,6 +240,10 @@ class ShardReplicator:
         arrivals = [r.arrival_ms for r in records if r.arrival_ms is not None]
         if arrivals:
             self.handover.passed(shard_id, max(arrivals))
+
+    def handover_pending(self) -> bool:
+        """This region still owes the new region its handover (a drain must wait for it)."""
+        return self.handover is not None and self.handover.pending()
 
     def handover_tick(
         self, shards: Sequence[ShardInfo], owned: Sequence[str], finished: Sequence[str]

@@ -15,10 +15,14 @@ survives the loss of P):
    the target sequence numbers of what it wrote in the last ``remember_ms`` in memory, and when
    it first sees the switch it records those sent from ``S - in_flight_ms`` on (a write sent
    before that landed before S: N stands down for it anyway).
-2. P says when it is done. A shard of P is done when P has processed every record that arrived
-   in it before S (a processed batch reached a record that arrived at or after S, an empty read
-   at the tip after S plus the visibility margin, or the shard finished) and checkpointed past
-   them, so a restart never copies them again. Each P worker marks its shards done, heartbeats
+2. P also copies what its own producers still wrote into its stream in the first ``grace_ms``
+   after S (a request that began before the switch lands after it: without this it would be
+   copied by nobody, since P stands down after S and N never reads P's stream). Until P is
+   done N forwards nothing into P's stream (part 3), so every record that arrives there before
+   S + grace is P's own. P says when it is done: a shard of P is done when P has processed every
+   record that arrived in it before S + grace (a processed batch reached a record that arrived
+   later, an empty read at the tip after it plus the visibility margin, or the shard finished)
+   and checkpointed past them, so a restart never copies them again. Each P worker marks its shards done, heartbeats
    while the handover lasts, and once every listed shard of P's stream is done (or finished)
    one of them marks the handover complete.
 3. N holds, then skips. N's replicator does not forward a record that arrived in N at or after
@@ -30,12 +34,18 @@ Steady state costs no AWS call per record: P records nothing while no switch is 
 N reads the handover state once per ``gate_cache_ms`` while holding and once more when it
 completes; after that every batch checks a local set.
 
-Limits, stated: P dying between a PutRecords and recording its copies (or restarting within
+Limits, stated: a producer that still writes to P later than ``grace_ms`` after S loses those
+records (P stands down for them). P dying between a PutRecords and recording its copies (or restarting within
 ``remember_ms`` of the switch, losing its memory) leaves those copies unrecorded: once N stops
 waiting (P's heartbeat expired) they come back to P once each. A P that comes back after N gave
 up waiting, and copies more, sends copies that come back once too. N's records written after S
 reach P only after the handover completes (or ``dead_after_ms`` if P is gone): bounded lag,
 never loss. Clocks of P and N must agree within the margins (as for the handover itself).
+The active-region item remembers one switch only, so a second switch before the first
+handover completed (about ``grace_ms`` plus two seconds with a live P) is not covered: P stops
+its part of the first handover (records it had not copied yet are stood down) and N, now the
+previous region, copies P's unrecorded late copies back. :func:`handover_in_progress` tells a
+failover command to wait (``xrh failover`` should check it before switching again).
 """
 
 from __future__ import annotations
@@ -146,6 +156,7 @@ class MemoryHandoverStore:
 @dataclass(frozen=True, slots=True)
 class HandoverSettings:
     dead_after_ms: int = 30_000  # N stops waiting for a P without a heartbeat this long
+    grace_ms: int = 2_000  # P copies its producers' records that arrive up to S + grace
     in_flight_ms: int = 3_000  # bound on a copy's time in flight (>= the write timeout)
     remember_ms: int = 10_000  # P's memory of its copies (>= cache TTL + tick + in flight)
     gate_cache_ms: int = 500  # N reads the state at most this often while holding
@@ -194,7 +205,12 @@ class Handover:
         self._marked: dict[HandoverKey, set[str]] = {}
         self._complete: set[HandoverKey] = set()
         self._gates: dict[HandoverKey, tuple[int, Gate]] = {}
+        self._handing_over: HandoverKey | None = None  # as of the last tick
         self.recorded = 0
+
+    def pending(self) -> bool:
+        """This region hands over (as of the last tick) and has not completed: a drain waits."""
+        return self._handing_over is not None and self._handing_over not in self._complete
 
     # ---------------------------------------------------------------- previous region (P)
 
@@ -226,6 +242,10 @@ class Handover:
         if late:
             self.log("handover_recorded_from_memory", copies=len(late), since_ms=key.since_ms)
 
+    def closes_at(self, key: HandoverKey) -> int:
+        """P copies what arrived in its stream before this: S plus the grace."""
+        return key.since_ms + self.settings.grace_ms
+
     def passed(self, shard_id: str, arrival_bound_ms: int) -> None:
         """Every record of the shard that arrived before the bound is processed and
         checkpointed."""
@@ -245,12 +265,17 @@ class Handover:
         if assignment is None:
             return
         key = HandoverKey.of(stream, assignment)
-        if key is None or key.previous != self.this_region or key in self._complete:
+        if key is None or key.previous != self.this_region:
+            self._handing_over = None
+            return
+        self._handing_over = key
+        if key in self._complete:
             return
         now = self.clock_ms()
         self._flush(key)
         marked = self._marked.setdefault(key, set())
-        fresh = {s for s in owned if self._passed.get(s, -1) >= key.since_ms} | set(finished)
+        close = self.closes_at(key)
+        fresh = {s for s in owned if self._passed.get(s, -1) >= close} | set(finished)
         fresh -= marked
         if fresh:
             self.outbound.mark_done(key, sorted(fresh))
@@ -284,3 +309,16 @@ class Handover:
                 gate = Gate(True, reason=f"waiting for {key.previous} to finish its handover")
         self._gates[key] = (now, gate)
         return gate
+
+
+def handover_in_progress(
+    store: HandoverStore, key: HandoverKey, now_ms: int, dead_after_ms: int = 30_000
+) -> bool:
+    """True while the handover ``key`` is neither complete nor abandoned (its previous region
+    heartbeat within ``dead_after_ms``, or the switch is younger than that): a failover command
+    should not switch again yet. ``store`` reads the new region's table."""
+    state = store.state(key)
+    if state.complete:
+        return False
+    last = state.heartbeat_ms if state.heartbeat_ms is not None else key.since_ms
+    return now_ms - last < dead_after_ms

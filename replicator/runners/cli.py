@@ -93,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "once the previous region finished its handover, or after this many seconds without "
         "a heartbeat from it",
     )
+    parser.add_argument(
+        "--handover-grace",
+        type=float,
+        default=2.0,
+        help="after a failover, the previous region still copies what its producers wrote into "
+        "its stream up to this many seconds after the switch (requests begun before it)",
+    )
     parser.add_argument("--max-record-bytes", type=int, default=1024 * 1024)
     parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
     parser.add_argument("--max-attempts", type=int, default=10)
@@ -108,7 +115,8 @@ def _check(args: argparse.Namespace) -> None:
     if not 1 <= args.batch_size <= 10_000:
         raise UsageError(f"--batch-size {args.batch_size} is outside 1..10000")
     for name in (
-        "quiet_seconds", "drain_timeout", "poll_interval", "active_region_ttl", "handover_timeout"
+        "quiet_seconds", "drain_timeout", "poll_interval", "active_region_ttl", "handover_timeout",
+        "handover_grace",
     ):  # fmt: skip
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -333,6 +341,7 @@ def _reference_replicator(args, clients, writes, names, side, source_region, tar
         clock_ms=lambda: int(time.time() * 1000),
         settings=HandoverSettings(
             dead_after_ms=int(args.handover_timeout * 1000),
+            grace_ms=int(args.handover_grace * 1000),
             in_flight_ms=in_flight_ms,
             remember_ms=max(10_000, int(args.active_region_ttl * 1000) + in_flight_ms + 5_000),
             margin_ms=args.watermark_margin_ms,

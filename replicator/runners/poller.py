@@ -401,6 +401,9 @@ class Poller:
     def _drained(self) -> bool:
         if self.clock() - self.last_record_at < self.settings.quiet_s:
             return False
+        pending = getattr(self.replicator, "handover_pending", None)
+        if pending is not None and pending():
+            return False  # the new region waits for this region's handover: finish it first
         if not all(s.caught_up for s in self.owned.values()):
             return False
         now = self.ms()

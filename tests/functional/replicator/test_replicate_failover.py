@@ -1,7 +1,8 @@
 """Failover with A's replicator frozen across the switch (it still holds records it has not
-copied): ``xrh failover --to b`` hands over without loss, without sending A's late copies back
-to A (no loop), and every watermark claim of both directions holds; the seed's switch
-(``activeRegion`` only) loses the records in flight."""
+copied): ``xrh failover --to b`` hands over without loss (records written to A just after the
+switch included), without sending A's late copies back to A (no loop), and every watermark
+claim of both directions holds; the seed's switch (``activeRegion`` only) loses the records
+in flight."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from xrh.resources import ResourceNames
 pytestmark = pytest.mark.functional
 FROM_A = {f"p-{i:06d}" for i in range(1000)}  # 400 copied before the freeze, 600 in flight
 FROM_B = {f"p-{i:06d}" for i in range(100_000, 100_400)}  # written to B after the switch
+#: written to A just after the switch (producer requests that began before it)
+STRAGGLERS = {f"p-{i:06d}" for i in range(2_000, 2_050)}
 
 
 def wait_for(predicate, timeout: float) -> bool:
@@ -47,6 +50,7 @@ class Outcome:
     claims: list[WatermarkClaim]
     logs: str
     counters: dict[str, dict[str, int]]  # worker -> replicator counters
+    completed: bool = False  # A's replicator marked its handover complete (B did not time out)
 
 
 def arrivals_of(client, stream: str) -> dict[str, tuple[int, int]]:
@@ -69,15 +73,18 @@ def arrivals_of(client, stream: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def run_failover(config: HarnessConfig, tmp_path: Path, switch: Callable[[], None]) -> Outcome:
+def run_failover(
+    config: HarnessConfig, tmp_path: Path, switch: Callable[[], None], stragglers: bool = False
+) -> Outcome:
     """Both replicators run; A's is frozen while A takes 600 more records and ``switch`` makes
-    B active; producers then write to B; A's replicator wakes up; both drain."""
+    B active; producers then write to B (``stragglers``: 50 more land in A first); A's
+    replicator wakes up; both drain."""
     names = ResourceNames(config.prefix)
     clients = AwsClients(config)
     ka, kb = clients.client("kinesis", Side.A), clients.client("kinesis", Side.B)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    ttl = ["--active-region-ttl", "0.5"]
+    ttl = ["--active-region-ttl", "0.5", "--handover-grace", "2"]
     procs = [
         start(poller_cmd(config, run_dir, "ra", "a", *ttl), tmp_path / "ra.out"),
         start(poller_cmd(config, run_dir, "rb", "b", *ttl), tmp_path / "rb.out"),
@@ -89,6 +96,8 @@ def run_failover(config: HarnessConfig, tmp_path: Path, switch: Callable[[], Non
         produce(ka, names.stream, 400, 600)  # ... while A takes 600 more records
         time.sleep(0.01)
         switch()
+        if stragglers:
+            produce(ka, names.stream, 2_000, 50)
         produce(kb, names.stream, 100_000, 400)  # producers now write to B
         time.sleep(0.6)  # frozen longer than A's cache bound (0.5 s): A wakes up to the switch
         procs[0].send_signal(signal.SIGCONT)
@@ -116,6 +125,7 @@ def run_failover(config: HarnessConfig, tmp_path: Path, switch: Callable[[], Non
         claims,
         logs,
         {w: v["counters"] for w, v in metrics["workers"].items()},
+        '"handover_complete"' in (run_dir / "replicator-ra.log").read_text(),
     )
 
 
@@ -123,12 +133,12 @@ def false_claims(config: HarnessConfig, outcome: Outcome) -> list[tuple[Watermar
     """Each claim (t, W) of direction X -> Y against the data: every record that originated in
     X, committed by W and arrived in X before t, must be in Y (by the end of the run)."""
     side_of = {config.region_a: "a", config.region_b: "b"}
-    origin = {"a": FROM_A, "b": FROM_B}
+    origin = {"a": FROM_A | STRAGGLERS, "b": FROM_B}
     held = {"a": outcome.in_a, "b": outcome.in_b}
     bad = []
     for claim in outcome.claims:
         source, target = side_of[claim.source_region], side_of[claim.target_region]
-        for trace in sorted(origin[source]):
+        for trace in sorted(origin[source] & set(outcome.arrivals[source])):
             commit, arrival = outcome.arrivals[source][trace]
             covered = commit <= claim.watermark_ms and arrival < claim.claimed_at_ms
             if covered and not held[target][trace]:
@@ -152,18 +162,21 @@ def test_xrh_failover_hands_over_without_loss_and_every_claim_holds(
         assert done.returncode == 0, done.stdout + done.stderr
         assert "is active for" in done.stdout
 
-    outcome = run_failover(config, tmp_path, xrh_failover)
+    outcome = run_failover(config, tmp_path, xrh_failover, stragglers=True)
     in_a, in_b = outcome.in_a, outcome.in_b
     assert set(in_b) >= FROM_A, f"{len(FROM_A - set(in_b))} of A's records never reached B"
+    late = STRAGGLERS - set(in_b)
+    assert not late, f"{len(late)} records written to A just after the switch never reached B"
     assert set(in_a) >= FROM_B, f"{len(FROM_B - set(in_a))} of B's records never reached A"
     # No loop: the 600 records A copied late are recorded by A and never sent back by B.
-    looped_back = sum(in_a[t] - 1 for t in FROM_A)
+    looped_back = sum(in_a[t] - 1 for t in FROM_A | STRAGGLERS)
     assert looped_back == 0, f"{looped_back} of A's records came back to A"
     assert max(in_b[t] for t in FROM_A) == 1
     assert all(in_b[t] == 1 for t in FROM_B)  # B's own records are not copied into B again
     assert all(in_a[t] == 1 for t in FROM_B)
-    assert outcome.counters["ra"]["handover_copies_recorded"] >= 600
-    assert outcome.counters["rb"]["handover_skipped_copies"] == 600
+    assert outcome.counters["ra"]["handover_copies_recorded"] >= 650
+    assert outcome.counters["rb"]["handover_skipped_copies"] == 650
+    assert outcome.completed  # B waited for A's handover, not for its timeout
 
     directions = {(c.source_region, c.target_region) for c in outcome.claims}
     assert (config.region_a, config.region_b) in directions  # A -> B, before and after

@@ -20,6 +20,7 @@ from replicator.errors import HandoverError
 
 A, B = "us-east-1", "us-east-2"
 S = T0 + 5  # the switch: records rec(i) arrive at T0 + i
+GRACE = 3  # A copies what its producers wrote before S + 3 ms
 KEY = HandoverKey("s", A, B, S)
 
 
@@ -32,8 +33,8 @@ def replicator_in(region: str, active, store: MemoryHandoverStore, now: list[int
     rep.clock_ms = lambda: now[0]
     rep.handover = Handover(
         this_region=region, outbound=store, inbound=store, clock_ms=lambda: now[0],
-        settings=HandoverSettings(dead_after_ms=30_000, in_flight_ms=3_000, gate_cache_ms=500,
-                                  margin_ms=1_000),
+        settings=HandoverSettings(dead_after_ms=30_000, grace_ms=GRACE, in_flight_ms=3_000,
+                                  gate_cache_ms=500, margin_ms=1_000),
     )  # fmt: skip
     return rep, sink, checkpoints
 
@@ -45,8 +46,8 @@ def switched() -> StaticActiveRegion:
 def test_previous_region_records_the_copies_it_makes_after_the_switch() -> None:
     store, now = MemoryHandoverStore(), [S + 1_000]
     rep, sink, _ = replicator_in(A, switched(), store, now)
-    rep.process("s0", [rec(i) for i in range(10)])  # 0..4 arrived before S: copied late
-    assert len(sink.records) == 5
+    rep.process("s0", [rec(i) for i in range(10)])  # 0..7 arrived before S + grace: copied
+    assert len(sink.records) == 8
     assert store.copies(KEY) == {copy_id(r.shard_id, r.sequence_number) for r in sink.records}
 
 
@@ -141,3 +142,45 @@ def test_the_previous_region_marks_its_shards_done_then_the_handover_complete() 
     calls = store.calls
     rep.handover_tick(shards, ["s0", "s1"], ["s2"])
     assert store.calls == calls  # nothing more once complete
+
+
+def test_records_written_to_the_previous_region_just_after_the_switch_are_not_lost() -> None:
+    """A producer request that began before the switch lands after it. Without the handover
+    (Lambda) the previous region stands down for it and nobody copies it; with it, the previous
+    region copies what arrives within the grace (the new region forwards nothing into the
+    previous region's stream meanwhile, so all of it is the previous region's own)."""
+    store, now = MemoryHandoverStore(), [S + 1_000]
+    rep, sink, _ = replicator_in(A, switched(), store, now)
+    stragglers = [rec(i) for i in range(5, 10)]  # arrived at S .. S + 4
+    rep.process("s0", stragglers)
+    assert [r.entry.data for r in sink.records] == [x.data for x in stragglers[:3]]  # < S + 3
+    assert store.copies(KEY) == {copy_id(r.shard_id, r.sequence_number) for r in sink.records}
+    plain, plain_sink, _, _ = make(active=switched())  # no handover: the old rule
+    plain.process("s0", stragglers)
+    assert plain_sink.records == []
+
+
+def test_a_failover_command_can_tell_a_handover_is_still_in_progress() -> None:
+    from replicator.core.handover import handover_in_progress
+
+    store = MemoryHandoverStore()
+    assert handover_in_progress(store, KEY, S + 1_000)  # just switched
+    store.heartbeat(KEY, S + 20_000)
+    assert handover_in_progress(store, KEY, S + 40_000)  # the previous region is at work
+    assert not handover_in_progress(store, KEY, S + 50_000)  # ... silent for 30 s: abandoned
+    store.mark_complete(KEY, S + 50_000)
+    assert not handover_in_progress(store, KEY, S + 50_001)
+
+
+def test_a_drain_waits_for_the_handover_this_region_owes() -> None:
+    store, now = MemoryHandoverStore(), [S + 1_000]
+    rep, _, _ = replicator_in(A, switched(), store, now)
+    assert not rep.handover_pending()  # no tick yet: nothing known
+    rep.handover_tick([ShardInfo("s0")], ["s0"], [])
+    assert rep.handover_pending()
+    rep.idle("s0", None, S + 2_000)  # past S + grace, minus the margin
+    rep.handover_tick([ShardInfo("s0")], ["s0"], [])
+    assert store.state(KEY).complete and not rep.handover_pending()
+    b, _, _ = replicator_in(B, switched(), store, now)
+    b.handover_tick([ShardInfo("s0")], ["s0"], [])
+    assert not b.handover_pending()  # the new region owes nothing
