@@ -79,7 +79,7 @@ class HarnessDrillEnv:
         done = subprocess.run(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "xrh", "failover", "--to", to, "--prefix", config.prefix,
              *endpoint_flags(config)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         if done.returncode != 0:
             raise OrchestrationError(f"xrh failover --to {to} failed: {done.stderr.strip()}")

@@ -134,6 +134,7 @@ def _failover_command(args: argparse.Namespace) -> int:
     to = Side(args.to)
     clients = AwsClients(config)
     current = {}
+    items = {}
     for side in Side:
         item = (
             clients.client("dynamodb", side)
@@ -144,7 +145,9 @@ def _failover_command(args: argparse.Namespace) -> int:
             )
             .get("Item", {})
         )
+        items[side] = item
         current[side] = item.get("activeRegion", {}).get("S")
+    _wait_for_handover(config, clients, names, items, args)
     if all(region == config.region(to) for region in current.values()):
         print(f"nothing to do: {config.region(to)} is already active for {names.stream}")
         return 0
@@ -170,6 +173,44 @@ def _failover_command(args: argparse.Namespace) -> int:
         "records that arrived before then are still copied by the previous region"
     )
     return 0
+
+
+def _wait_for_handover(config, clients, names, items, args) -> None:  # noqa: ANN001
+    """A switch made while the previous one's handover is still running would let the old
+    region's late copies come back (replicator.core.handover): wait for it to complete (or
+    for its previous region to stop heartbeating), up to --wait seconds; --force skips this."""
+    import time
+
+    from replicator.adapters.dynamodb import DynamoHandoverStore
+    from replicator.core.handover import HandoverKey, handover_in_progress
+
+    if args.force:
+        return
+    item = next((i for i in items.values() if "activeSinceMs" in i and "previousRegion" in i), None)
+    if item is None:
+        return
+    new_region = item.get("activeRegion", {}).get("S")
+    key = HandoverKey(names.stream, item["previousRegion"]["S"], new_region,
+                      int(item["activeSinceMs"]["N"]))  # fmt: skip
+    if key.previous == key.new or new_region not in (config.region_a, config.region_b):
+        return
+    store = DynamoHandoverStore(
+        clients.client("dynamodb", config.side_of(new_region)), names.checkpoint_table
+    )
+    deadline = time.monotonic() + args.wait
+    said = False
+    while handover_in_progress(store, key, int(time.time() * 1000)):
+        if time.monotonic() >= deadline:
+            raise UsageError(
+                f"the handover from {key.previous} to {key.new} (switched at {key.since_ms}) "
+                f"is still running after {args.wait:g} s; wait for it, or pass --force (the "
+                "old region's late copies may then come back)"
+            )
+        if not said:
+            print(f"waiting for the handover from {key.previous} to {key.new} to complete...",
+                  flush=True)  # fmt: skip
+            said = True
+        time.sleep(0.5)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(failover)
     failover.add_argument("--to", required=True, choices=["a", "b"], help="region to make active")
     failover.add_argument("--yes", action="store_true", help="confirm the switch on real AWS")
+    failover.add_argument("--wait", type=float, default=60.0,
+                          help="seconds to wait for the previous switch's handover (default 60)")
+    failover.add_argument("--force", action="store_true",
+                          help="switch even while the previous handover is running")
     failover.set_defaults(handler=_failover_command)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():

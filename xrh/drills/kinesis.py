@@ -79,7 +79,7 @@ DRILLS: tuple[Drill, ...] = (
         "active-lookup-failure",
         "kinesis",
         "the active-region table unreadable in region A for a while",
-        (Step(0.3, Action.FAULTS, ACTIVE_LOOKUP_DOWN), Step(0.6, Action.CLEAR_FAULTS)),
+        (Step(0.15, Action.FAULTS, ACTIVE_LOOKUP_DOWN), Step(0.85, Action.CLEAR_FAULTS)),
         catches=("lost",),
     ),
     Drill(

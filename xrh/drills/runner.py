@@ -203,8 +203,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{k} {result.get(k, 0)}" for k in COLUMNS) + (
                 f"; recovered in {result['recovery_s']} s" if result.get("recovery_s") is not None
                 else ""), flush=True)  # fmt: skip
+            # after every row, so an interrupted matrix keeps what it measured
             (out_dir / "drills.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_dir / "drills.html").write_text(render_matrix(rows))
+            (out_dir / "drills.html").write_text(render_matrix(rows))
     print(f"matrix: {out_dir / 'drills.json'}  {out_dir / 'drills.html'}")
     failed = [r for r in rows if r["expected"] is not None and r["verdict"] != r["expected"]]
     for r in failed:
