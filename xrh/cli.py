@@ -175,10 +175,17 @@ def _failover_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# A previous region whose replicator has not written a heartbeat this long after the switch
+# is not handing over (none runs there): nothing to wait for.
+NO_HANDOVER_MS = 10_000
+
+
 def _wait_for_handover(config, clients, names, items, args) -> None:  # noqa: ANN001
     """A switch made while the previous one's handover is still running would let the old
     region's late copies come back (replicator.core.handover): wait for it to complete (or
-    for its previous region to stop heartbeating), up to --wait seconds; --force skips this."""
+    for its previous region to stop heartbeating), up to --wait seconds; --force skips this.
+    Not covered: the new region may still be working off what it held when the handover
+    completed; a switch in that window (a few seconds) can still let records come back."""
     import time
 
     from replicator.adapters.dynamodb import DynamoHandoverStore
@@ -200,6 +207,11 @@ def _wait_for_handover(config, clients, names, items, args) -> None:  # noqa: AN
     deadline = time.monotonic() + args.wait
     said = False
     while handover_in_progress(store, key, int(time.time() * 1000)):
+        state = store.state(key)
+        if state.heartbeat_ms is None and time.time() * 1000 - key.since_ms > NO_HANDOVER_MS:
+            print(f"no replicator of {key.previous} took up the handover of the last switch "
+                  f"within {NO_HANDOVER_MS // 1000} s: switching", flush=True)  # fmt: skip
+            return
         if time.monotonic() >= deadline:
             raise UsageError(
                 f"the handover from {key.previous} to {key.new} (switched at {key.since_ms}) "
