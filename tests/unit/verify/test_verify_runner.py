@@ -343,3 +343,28 @@ def test_unknown_verdict_still_reads_and_reports_what_it_found(tmp_path):
     assert report["counts"]["source_records"] == 10 and report["counts"]["target_records"] == 8
     assert report["anomalies"]["lost"]["count"] == 2
     assert any("evidence is incomplete" in note for note in report["details"]["notes"])
+
+
+def test_report_says_in_words_whether_claims_held_and_charts_have_ticks(tmp_path):
+    """A verified time earlier than the claimed one is not a violation: the report says the
+    claim held and up to where the data proves it; charts carry tick labels and units."""
+    write_ledger(tmp_path / "ledger.sqlite", 30)
+    recs = [record(i) for i in range(30)]
+    # the last record (committed T0 + 290) reached the source only after the claim covering it
+    # was made, and never reached the target: lost, but the claim was true when made
+    target = [record(i, lag=5) for i in range(29)]
+    late = dict(recs[29], ApproximateArrivalTimestamp=datetime.fromtimestamp(
+        (T0 + 5_000) / 1000, UTC))  # fmt: skip
+    claims = [WatermarkClaim(T0 + 1_000, T0 + 295, STREAM, "us-east-1", "us-east-2", "r")]
+    (tmp_path / "claims.jsonl").write_text("".join(c.to_line() for c in claims))
+    result = verify(tmp_path, FakeClients(stream([*recs[:29], late]), stream(target)))
+    wm = result.report["watermark"]
+    assert result.report["anomalies"]["lost"]["count"] == 1
+    assert result.report["anomalies"]["checkpoint_ahead"]["count"] == 0
+    assert wm["held"] is True and wm["verified"] < wm["claimed"]  # earlier, and no violation
+    assert "all 1 claim(s) held" in wm["statement"]
+    assert "newest a -> b claim" in wm["statement"] and "held" in wm["statement"]
+    html = result.report_html.read_text()
+    assert 'id="watermark"' in html and "all 1 claim(s) held" in html
+    assert "replication lag (ms)" in html and "seconds since" in html
+    assert html.count('text-anchor="end" font-size="10"') >= 6  # y tick labels on the charts
