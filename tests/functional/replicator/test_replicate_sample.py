@@ -8,25 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
+from replicator_pipeline import Pipeline
 from test_replicate_poller import poller_cmd, produce, read_stream, start, stop
 
-from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side
+from xrh.config import Side
 from xrh.contracts import WATERMARK_SHARD_ID, checkpoint_scope, parse_iso_ms
-from xrh.resources import ResourceNames
 
 pytestmark = pytest.mark.functional
 
 
 def test_sample_behaviour_copies_per_record_and_says_so(
-    provisioned: HarnessConfig, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    config = provisioned
-    names = ResourceNames(config.prefix)
-    clients = AwsClients(config)
-    ka, kb = clients.client("kinesis", Side.A), clients.client("kinesis", Side.B)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    config, names, clients, ka, kb, run_dir = pipeline
     produce(ka, names.stream, 0, 200)
     cmd = [*poller_cmd(config, run_dir, "s1", "a", "--until-drained"), "--behaviour", "sample"]
     proc = start(cmd, tmp_path / "s1.out")

@@ -8,25 +8,19 @@ import time
 from pathlib import Path
 
 import pytest
+from replicator_pipeline import Pipeline
 from test_replicate_poller import poller_cmd, produce, read_stream, start, stop
 
 from replicator.adapters.leases import LeaseTable
-from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side
-from xrh.resources import ResourceNames
+from xrh.config import Side
 
 pytestmark = pytest.mark.functional
 
 
 def test_sigterm_checkpoints_and_releases_leases(
-    provisioned: HarnessConfig, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    config = provisioned
-    names = ResourceNames(config.prefix)
-    clients = AwsClients(config)
-    ka, kb = clients.client("kinesis", Side.A), clients.client("kinesis", Side.B)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    config, names, clients, ka, kb, run_dir = pipeline
     first = start(
         poller_cmd(config, run_dir, "first", "a", "--lease-seconds", "60"), tmp_path / "first.out"
     )

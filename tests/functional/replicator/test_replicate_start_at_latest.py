@@ -9,25 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
+from replicator_pipeline import Pipeline
 from test_replicate_poller import poller_cmd, produce, read_stream, start, stop
 
-from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side
+from xrh.config import Side
 from xrh.contracts import WATERMARK_SHARD_ID, checkpoint_scope
-from xrh.resources import ResourceNames
 
 pytestmark = pytest.mark.functional
 
 
 def test_start_at_latest_claims_nothing_and_loses_nothing_after_its_start(
-    provisioned: HarnessConfig, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    config = provisioned
-    names = ResourceNames(config.prefix)
-    clients = AwsClients(config)
-    ka, kb = clients.client("kinesis", Side.A), clients.client("kinesis", Side.B)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    config, names, clients, ka, kb, run_dir = pipeline
     produce(ka, names.stream, 0, 200)  # history: skipped
     time.sleep(0.1)
     proc = start(poller_cmd(config, run_dir, "w", "a", "--start-at-latest"), tmp_path / "w.out")
