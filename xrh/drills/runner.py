@@ -115,7 +115,7 @@ def row(drill: Drill, replicator: str, code: int, run_dir: Path | None,
     out: dict[str, Any] = {
         "drill": drill.name, "replicator": replicator, "exit_code": code,
         "verdict": "unknown", "expected": drill.expect if replicator == "reference" else None,
-        "run_dir": str(run_dir) if run_dir else None, "seconds": round(seconds, 1),
+        "run_dir": str(run_dir.resolve()) if run_dir else None, "seconds": round(seconds, 1),
     }  # fmt: skip
     report_path = run_dir / "report.json" if run_dir else None
     if report_path is None or not report_path.exists():
@@ -128,9 +128,11 @@ def row(drill: Drill, replicator: str, code: int, run_dir: Path | None,
         out[kind] = report["anomalies"].get(kind, {}).get("count", 0)
     out["dead_lettered"] = (report["details"].get("dead_letters") or {}).get("count", 0)
     out["recovery_s"] = (report["details"].get("drill") or {}).get("recovery_s")
+    # Counterexamples of violations only: duplicates are allowed (at-least-once).
     examples = [
         f"{kind}: {a['examples'][0].get('explanation') or a['examples'][0]}"
-        for kind, a in report["anomalies"].items() if a["count"] and a["examples"]
+        for kind, a in report["anomalies"].items()
+        if a["count"] and a["examples"] and kind != "duplicated"
     ]  # fmt: skip
     out["counterexamples"] = examples[:3]
     return out
@@ -143,9 +145,10 @@ def render_matrix(rows: list[dict[str, Any]]) -> str:
     body = ""
     for r in rows:
         ok = r["expected"] is None or r["verdict"] == r["expected"]
+        recovery = r.get("recovery_s")
         cells = [r["drill"], r["replicator"], r["verdict"], *(r.get(c, "") for c in COLUMNS),
-                 r.get("dead_lettered", ""), r.get("recovery_s") or ""]  # fmt: skip
-        example = "<br>".join(escape(str(e))[:300] for e in r.get("counterexamples", []))
+                 r.get("dead_lettered", ""), "" if recovery is None else recovery]  # fmt: skip
+        example = "<br>".join(escape(str(e)[:300]) for e in r.get("counterexamples", []))
         body += (
             f'<tr class="{r["verdict"]}{"" if ok else " unexpected"}">'
             + "".join(f"<td>{escape(str(c))}</td>" for c in cells)

@@ -117,3 +117,19 @@ def test_matrix_rows_and_page(tmp_path):
     page = render_matrix([good, missing])
     assert page.count("<tr class=") == 2 and "poison-record" in page
     assert "http" not in page.replace('xmlns="http', "")  # offline: no external assets
+
+
+def test_matrix_shows_violations_not_duplicates_and_a_zero_recovery(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    body = report([])
+    body["anomalies"]["duplicated"] = {"count": 3, "examples": [{"trace": "d-1"}]}
+    body["anomalies"]["lost"] = {"count": 1, "examples": [
+        {"explanation": "p-1 <lost> & " + "x" * 400}]}  # fmt: skip
+    body["details"]["drill"]["recovery_s"] = 0.0
+    (run / "report.json").write_text(json.dumps(body))
+    result = row(get_drill("target-outage"), "sample", 1, run, 9.0)
+    assert result["counterexamples"] == ["lost: p-1 <lost> & " + "x" * 400]
+    page = render_matrix([result])
+    assert "<td>0.0</td>" in page
+    assert "p-1 &lt;lost&gt; &amp; " in page and "&#x" not in page  # escaped whole, cut first
