@@ -401,27 +401,14 @@ _STALE = f"""
 """
 
 
-def _final(db: sqlite3.Connection, ident: int | None) -> dict[str, Any] | None:
-    if ident is None:
-        return None
-    return _clean(
-        _rows(
-            db,
-            """SELECT trace, s_shard AS source_shard, s_seq AS source_sequence_number,
-                      t_last_shard AS target_shard, t_last_seq AS target_sequence_number
-               FROM ids WHERE ident = ?""",
-            (ident,),
-        )[0]
-    )
-
-
 def check_stale(db: sqlite3.Connection, limit: int = EXAMPLES) -> Anomaly:
     """Keys whose final record in the target is not their final record in the source (among
     the records that reached the source before verify began reading)."""
     rows = db.execute(_STALE, {"cutoff": source_cutoff(db)}).fetchall()
     examples = []
     for origin, pk, source_final, target_final in rows[:limit]:
-        source, target = _final(db, source_final), _final(db, target_final)
+        source = _clean(_side(db, source_final))
+        target = _clean(_side(db, target_final)) if target_final is not None else None
         src_trace = (source or {}).get("trace") or "its last record"
         tgt_trace = (target or {}).get("trace") if target else None
         examples.append(
