@@ -30,8 +30,6 @@ from verify.lag import LagResult, compute_lag
 from verify.model import ANOMALY_KINDS, Verdict
 from verify.watermarks import check_checkpoint_ahead
 
-FINAL_CHECKPOINT = "final-checkpoint"
-
 
 @dataclass(frozen=True, slots=True)
 class Reconciliation:
@@ -65,9 +63,11 @@ def reconcile(
     ]
     anomalies = {a.kind: a for a in found}
     assert tuple(anomalies) == ANOMALY_KINDS
+    # The newest A -> B claim by when it was in force (as verify.watermarks picks each
+    # direction's newest).
     claimed = db.execute(
-        "SELECT watermark_ms FROM claims ORDER BY origin = ? DESC, claimed_at_ms DESC LIMIT 1",
-        (FINAL_CHECKPOINT,),
+        "SELECT watermark_ms FROM claims WHERE source_side = 'a' "
+        "ORDER BY seen_at_ms DESC, watermark_ms DESC LIMIT 1"
     ).fetchone()
     return Reconciliation(
         anomalies,

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from verify.model import Identity, StoreSide, StreamRecord, identify, trace_ident
 from verify.schema import SCHEMA, UPSERT_LEDGER, UPSERT_RATES, upsert_side
-from xrh.contracts import WatermarkClaim
 
 BATCH = 5000
 # Dead-letter reasons that name a failure which may pass: such a record was dropped, not
@@ -198,18 +197,6 @@ class Store:
             return self.add_ledger_rows(cursor)
         finally:
             source.close()
-
-    def add_claims(
-        self,
-        claims: Iterable[WatermarkClaim],
-        origin: str = "claims.jsonl",
-        source_side: str = "a",
-    ) -> None:
-        """Claims the replicator logged itself: made and in force at the same instant."""
-        self.add_observed_claims(
-            ((c.claimed_at_ms, c.claimed_at_ms, c.watermark_ms, c.replicator_id, source_side)
-             for c in claims), origin
-        )  # fmt: skip
 
     def add_observed_claims(self, rows: Iterable[tuple], origin: str = "claims.jsonl") -> None:
         """Rows of (claimed_at_ms, seen_at_ms, watermark_ms, replicator_id, source_side)."""
