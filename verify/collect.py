@@ -135,9 +135,11 @@ def read_regions(
     if clients is None:
         from xrh.aws import AwsClients
 
+        # A pool per region's client: one connection per shard reader, room for a reshard to
+        # twice as many shards, and a few for the checkpoint looks and dead letters.
         clients = AwsClients(
             config, max_attempts=4, connect_timeout=3.0, read_timeout=30.0,
-            max_pool_connections=2 * (config.shards + 4) * 2,
+            max_pool_connections=4 * config.shards + 16,
         )  # fmt: skip
     deadline = clock() + timeout_s
     log_path = run_path / runs.OBSERVED_CLAIMS_FILE if run_path is not None else None
