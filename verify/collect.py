@@ -192,6 +192,9 @@ def read_regions(
         copies = store.counts[StoreSide.TARGET]
         # Settling ends early enough to leave the last pass a fifth of the time budget.
         settle_deadline = deadline - max(2.0, 0.2 * timeout_s)
+        if missing and not reasons:  # say what the wait is for, not only a spinner
+            task(f"waiting for the target: {missing} record(s) it must hold are not there yet "
+                 f"(gives up after {settle_s:g} s without progress)")  # fmt: skip
         while missing and not reasons:
             if clock() >= settle_deadline:
                 settle["stopped_by"] = "verify timeout"
