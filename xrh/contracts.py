@@ -12,6 +12,14 @@ verify treats a ledger without it as incomplete (verdict ``unknown``).
 Claims log (``claims.jsonl``): one JSON object per line, appended each time the replicator
 publishes a stream-level watermark; see :class:`WatermarkClaim`.
 
+Items (table pipelines, DESIGN.md "Table pipelines"): ``{prefix}-items`` has the string hash key
+:data:`ITEM_KEY`; the load generator's items carry :data:`ITEM_TRACE` (the write that produced the
+item's current version, the ledger's trace) and :data:`ITEM_COMMIT_TS` (ISO-8601, as the Kinesis
+payload) besides the attributes the template renders.
+
+Bootstrap copy (``dynamodb`` pipeline): rows in the target's checkpoint table under the
+pipeline's checkpoint scope, see :class:`BootstrapRow`.
+
 Checkpoint rows live in the *target* region's checkpoint table (what the target region has
 received survives the loss of the source region): ``scope`` = :func:`checkpoint_scope`, one row per
 source shard (``sequenceNumber`` S, ``commitTimestampMs`` N) and one watermark row with
@@ -51,6 +59,66 @@ CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NU
 
 LEDGER_COMPLETE_KEY = "complete"
 WATERMARK_SHARD_ID = "#watermark"
+
+
+ITEM_KEY = "pk"
+ITEM_TRACE = "trace"
+ITEM_COMMIT_TS = "commitTimestamp"
+
+#: ``shardId`` of the bootstrap copy's state row, and the prefix of its per-segment rows
+#: (``#bootstrap/segment-0003``) in the target's checkpoint table.
+BOOTSTRAP_SHARD_ID = "#bootstrap"
+BOOTSTRAP_SEGMENT_PREFIX = "#bootstrap/segment-"
+
+
+class BootstrapState(enum.Enum):
+    COPYING = "copying"  # a parallel scan copy is under way: live apply waits
+    COMPLETE = "complete"  # every segment copied: live apply replays the stream from its start
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapRow:
+    """The bootstrap copy's state row (``shardId`` = :data:`BOOTSTRAP_SHARD_ID`).
+
+    Attribute names in DynamoDB: ``state`` S, ``owner`` S, ``heartbeatMs`` N, ``startedAtMs``
+    N, ``completedAtMs`` N (complete only), ``segments`` N, ``itemsCopied`` N,
+    ``copySeconds`` N (complete only). Each segment row (``#bootstrap/segment-NNNN``) holds
+    ``lastKey`` S (JSON of the scan's LastEvaluatedKey, absent before the first page),
+    ``done`` BOOL and ``items`` N. verify reads the state row for the report's bootstrap
+    figures; the replicator writes it.
+    """
+
+    state: BootstrapState
+    owner: str
+    heartbeat_ms: int
+    started_at_ms: int
+    segments: int
+    items_copied: int = 0
+    completed_at_ms: int | None = None
+    copy_seconds: float | None = None
+
+    @classmethod
+    def from_item(cls, item: dict) -> BootstrapRow:
+        """From a deserialised DynamoDB item (plain values; numbers may be Decimal)."""
+
+        def num(name: str) -> float | None:
+            value = item.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            state=BootstrapState(str(item["state"])),
+            owner=str(item.get("owner", "")),
+            heartbeat_ms=int(num("heartbeatMs") or 0),
+            started_at_ms=int(num("startedAtMs") or 0),
+            segments=int(num("segments") or 0),
+            items_copied=int(num("itemsCopied") or 0),
+            completed_at_ms=None if num("completedAtMs") is None else int(num("completedAtMs")),
+            copy_seconds=num("copySeconds"),
+        )
+
+
+def bootstrap_segment_id(segment: int) -> str:
+    return f"{BOOTSTRAP_SEGMENT_PREFIX}{segment:04d}"
 
 
 class LedgerStatus(enum.Enum):

@@ -14,6 +14,8 @@ active-region table      ``{prefix}-active-region``            HASH ``streamName
 checkpoint table         ``{prefix}-checkpoints``              HASH ``scope`` (S), RANGE ``shardId`` (S)
 lease table              ``{prefix}-leases``                   HASH ``leaseKey`` (S)
 dead-letter bucket       ``{prefix}-dead-letter-{region}``     S3 (bucket names are global)
+items table              ``{prefix}-items``                    HASH ``pk`` (S); stream
+                                                               NEW_AND_OLD_IMAGES in A
 =======================  ====================================  ===============================
 
 The active-region table is seeded with ``{"streamName": <stream>, "activeRegion": <region A>}``
@@ -26,7 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xrh.config import HarnessConfig, Side
-from xrh.contracts import WATERMARK_SHARD_ID  # noqa: F401  (re-exported: the watermark row)
+from xrh.contracts import (
+    ITEM_KEY,
+    WATERMARK_SHARD_ID,  # noqa: F401  (re-exported: the watermark row)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,10 @@ class ResourceNames:
     @property
     def lease_table(self) -> str:
         return f"{self.prefix}-leases"
+
+    @property
+    def items_table(self) -> str:
+        return f"{self.prefix}-items"
 
     def dead_letter_bucket(self, region: str) -> str:
         return f"{self.prefix}-dead-letter-{region}"
@@ -100,7 +109,24 @@ def kinesis_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
     ]
 
 
-PIPELINE_RESOURCES = {"kinesis": kinesis_pipeline}
+def dynamodb_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
+    """Resources of the ``dynamodb`` pipeline in one region: the items table (its stream, new
+    and old images, in A, the source), checkpoints and leases (the target's checkpoint table
+    also holds the bootstrap copy's rows, :mod:`xrh.contracts`), dead letters."""
+    names = ResourceNames(config.prefix)
+    return [
+        TableSpec(
+            names.items_table,
+            hash_key=ITEM_KEY,
+            stream_view_type="NEW_AND_OLD_IMAGES" if side is Side.A else None,
+        ),
+        TableSpec(names.checkpoint_table, hash_key="scope", range_key="shardId"),
+        TableSpec(names.lease_table, hash_key="leaseKey"),
+        BucketSpec(names.dead_letter_bucket(config.region(side))),
+    ]
+
+
+PIPELINE_RESOURCES = {"kinesis": kinesis_pipeline, "dynamodb": dynamodb_pipeline}
 
 
 def resources_for(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
