@@ -55,6 +55,9 @@ class Drill:
     steps: tuple[Step, ...]
     replicator_args: tuple[str, ...] = ()  # extra `xrh replicate` flags
     template: str | None = None  # a load template when the drill needs particular records
+    # load options the drill needs (`--bootstrap-items 20000`), given to Locust by `xrh drill`
+    # and taken by `--drill` for every such option the user left at its default
+    load_args: tuple[str, ...] = ()
     expect: str = "valid"  # the reference replicator's verdict
     catches: tuple[str, ...] = field(default_factory=tuple)  # what a faulty replicator shows
 

@@ -28,6 +28,12 @@ from xrh.errors import EXIT_INVALID, EXIT_USAGE, UsageError
 
 REPLICATORS = ("reference", "sample", "external")
 COLUMNS = ("lost", "duplicated", "reordered", "stale", "checkpoint_ahead", "looped")
+# The table pipelines' anomalies (DESIGN.md, "report.json"), shown instead of the stream ones.
+TABLE_COLUMNS = ("lost", "phantom", "stale", "diverged")
+
+
+def columns(pipeline: str) -> tuple[str, ...]:
+    return COLUMNS if pipeline == "kinesis" else TABLE_COLUMNS
 RUN_DIR_MARK = "[xrh] run directory: "
 
 
@@ -65,7 +71,7 @@ def locustfile() -> Path:
 
 def _common_flags(args: argparse.Namespace) -> list[str]:
     flags = []
-    for dest, flag in (("region_a", "--region-a"), ("region_b", "--region-b"),
+    for dest, flag in (("pipeline", "--pipeline"), ("region_a", "--region-a"), ("region_b", "--region-b"),
                        ("prefix", "--prefix"), ("shards", "--shards"),
                        ("runs_dir", "--runs-dir")):  # fmt: skip
         value = getattr(args, dest, None)
@@ -80,7 +86,7 @@ def command(args: argparse.Namespace, drill: Drill, replicator: str) -> list[str
         "-u", str(args.users), "-r", str(args.users), "-t", str(args.run_time),
         "--drill", drill.name, "--replicator", replicator,
         "--rate-per-user", str(args.rate_per_user), "--settle-seconds", str(args.settle_seconds),
-        *_common_flags(args),
+        *_common_flags(args), *drill.load_args,
     ]  # fmt: skip
     if args.seed is not None:
         cmd += ["--seed", str(args.seed)]
@@ -124,7 +130,7 @@ def row(drill: Drill, replicator: str, code: int, run_dir: Path | None,
     report = json.loads(report_path.read_text())
     out["verdict"] = report["verdict"]
     out["reasons"] = report["reasons"]
-    for kind in COLUMNS:
+    for kind in columns(drill.pipeline):
         out[kind] = report["anomalies"].get(kind, {}).get("count", 0)
     out["dead_lettered"] = (report["details"].get("dead_letters") or {}).get("count", 0)
     out["recovery_s"] = (report["details"].get("drill") or {}).get("recovery_s")
@@ -138,15 +144,16 @@ def row(drill: Drill, replicator: str, code: int, run_dir: Path | None,
     return out
 
 
-def render_matrix(rows: list[dict[str, Any]]) -> str:
+def render_matrix(rows: list[dict[str, Any]], pipeline: str = "kinesis") -> str:
+    kinds = columns(pipeline)
     head = "".join(f"<th>{escape(c)}</th>" for c in (
-        "drill", "replicator", "verdict", *COLUMNS, "dead-lettered", "recovery s",
+        "drill", "replicator", "verdict", *kinds, "dead-lettered", "recovery s",
         "counterexample"))  # fmt: skip
     body = ""
     for r in rows:
         ok = r["expected"] is None or r["verdict"] == r["expected"]
         recovery = r.get("recovery_s")
-        cells = [r["drill"], r["replicator"], r["verdict"], *(r.get(c, "") for c in COLUMNS),
+        cells = [r["drill"], r["replicator"], r["verdict"], *(r.get(c, "") for c in kinds),
                  r.get("dead_lettered", ""), "" if recovery is None else recovery]  # fmt: skip
         example = "<br>".join(escape(str(e)[:300]) for e in r.get("counterexamples", []))
         body += (
@@ -203,12 +210,12 @@ def run(args: argparse.Namespace) -> int:
             result = run_one(args, drill, replicator, out_dir / f"{drill.name}-{replicator}.log")
             rows.append(result)
             print(f"  {result['verdict']}: " + ", ".join(
-                f"{k} {result.get(k, 0)}" for k in COLUMNS) + (
+                f"{k} {result.get(k, 0)}" for k in columns(config.pipeline)) + (
                 f"; recovered in {result['recovery_s']} s" if result.get("recovery_s") is not None
                 else ""), flush=True)  # fmt: skip
             # after every row, so an interrupted matrix keeps what it measured
             (out_dir / "drills.json").write_text(json.dumps(rows, indent=2) + "\n")
-            (out_dir / "drills.html").write_text(render_matrix(rows))
+            (out_dir / "drills.html").write_text(render_matrix(rows, config.pipeline))
     print(f"matrix: {out_dir / 'drills.json'}  {out_dir / 'drills.html'}")
     failed = [r for r in rows if r["expected"] is not None and r["verdict"] != r["expected"]]
     for r in failed:

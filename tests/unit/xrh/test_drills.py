@@ -35,7 +35,30 @@ def test_the_kinesis_catalogue_has_the_drills_the_issue_names():
     assert {"throttle-storm", "lost-answers", "replicator-crash", "target-outage",
             "source-outage", "active-lookup-failure", "reshard", "lease-steal",
             "poison-record"} <= names  # fmt: skip
-    assert catalogue("dynamodb") == ()
+    assert catalogue("active-active") == ()
+
+
+def test_the_dynamodb_catalogue_has_the_drills_the_issue_names():
+    drills = {d.name: d for d in catalogue("dynamodb")}
+    assert {"bootstrap-crash", "apply-crash", "write-throttling", "target-outage"} <= set(drills)
+    # Every dynamodb drill copies a pre-loaded table while it is written.
+    assert all("--bootstrap-items" in d.load_args for d in drills.values())
+    crash = [s.action for s in drills["bootstrap-crash"].steps]
+    assert crash.index(Action.KILL_REPLICATOR) < crash.index(Action.START_REPLICATOR)
+    assert any("BatchWriteItem:partial" in (s.arg or "") for s in drills["write-throttling"].steps)
+
+
+def test_the_drill_command_carries_the_pipeline_and_the_drills_load_options():
+    import argparse
+
+    from xrh.drills.runner import command
+
+    args = argparse.Namespace(users=4, run_time="12s", rate_per_user=20.0, settle_seconds=15.0,
+                              seed=None, pipeline="dynamodb", region_a=None, region_b=None,
+                              prefix=None, shards=None, runs_dir=None)  # fmt: skip
+    cmd = command(args, get_drill("write-throttling", "dynamodb"), "reference")
+    assert cmd[cmd.index("--pipeline") + 1] == "dynamodb"
+    assert cmd[cmd.index("--bootstrap-items") + 1] == "20000"
 
 
 def test_an_unknown_drill_is_a_usage_error_naming_the_choices():
