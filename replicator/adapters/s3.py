@@ -5,6 +5,13 @@ JSON list of ``{"partitionKey", "data" (base64), "dataEncoding": "base64",
 "sourceStream", "sourceRegion", "targetRegion", "sourceShardId", "sequenceNumber",
 "approximateArrivalMs", "reason", "detail"}``. Writing the same batch again overwrites the same
 key, so retries do not multiply dead letters.
+
+A table change (:class:`~replicator.core.changes.ChangeRecord`, the ``dynamodb`` pipeline) is
+stored under ``dead-letter/<table>/<source shard>/...`` as ``{"kind": "table-change",
+"eventName", "keys", "newImage", "oldImage" (DynamoDB JSON, binary values base64 like the
+service's own JSON), "sourceTable", "sourceRegion", "targetRegion", "sourceShardId",
+"sequenceNumber", "approximateCreationMs", "commitMs", "reason", "detail"}``: everything needed
+to write the item by hand.
 """
 
 from __future__ import annotations
@@ -17,11 +24,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replicator.core.batch import DeadLetterRecord
+from replicator.core.changes import ChangeRecord
 from replicator.errors import DeadLetterError
 
 
 def to_json(letter: DeadLetterRecord) -> dict[str, Any]:
     r = letter.record
+    if isinstance(r, ChangeRecord):
+        return change_to_json(letter, r)
     return {
         "partitionKey": r.partition_key,
         "data": base64.b64encode(r.data).decode(),
@@ -35,6 +45,36 @@ def to_json(letter: DeadLetterRecord) -> dict[str, Any]:
         "reason": letter.reason,
         "detail": letter.detail,
     }
+
+
+def change_to_json(letter: DeadLetterRecord, r: ChangeRecord) -> dict[str, Any]:
+    return {
+        "kind": "table-change",
+        "eventName": r.event.value,
+        "keys": _wire_json(r.keys),
+        "newImage": None if r.new_image is None else _wire_json(r.new_image),
+        "oldImage": None if r.old_image is None else _wire_json(r.old_image),
+        "sourceTable": letter.source_stream,
+        "sourceRegion": letter.source_region,
+        "targetRegion": letter.target_region,
+        "sourceShardId": r.shard_id,
+        "sequenceNumber": r.sequence_number,
+        "approximateCreationMs": r.approximate_ms,
+        "commitMs": r.commit_ms,
+        "reason": letter.reason,
+        "detail": letter.detail,
+    }
+
+
+def _wire_json(value: Any) -> Any:
+    """DynamoDB wire form as JSON: bytes as base64 text (as the service's JSON has them)."""
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: _wire_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_wire_json(v) for v in value]
+    return value
 
 
 class S3DeadLetterSink:

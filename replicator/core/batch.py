@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from replicator.core.active import ActiveRegionLookup, Assignment
+from replicator.core.changes import ChangeRecord
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.fence import LeaseFence
 from replicator.core.handover import Gate, Handover, HandoverKey, copy_id
@@ -56,9 +57,13 @@ class BatchStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterRecord:
-    """A source record that can never be written, with its full data and why."""
+    """A source record that can never be written, with its full data and why.
 
-    record: SourceRecord
+    ``record`` is a Kinesis record (:class:`SourceRecord`) or a table change
+    (:class:`~replicator.core.changes.ChangeRecord`, keys and both images); ``source_stream``
+    names where it came from: the stream, or the table whose stream it is."""
+
+    record: SourceRecord | ChangeRecord
     source_stream: str
     source_region: str
     target_region: str

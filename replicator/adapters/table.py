@@ -1,0 +1,146 @@
+"""boto3 DynamoDB for the table pipelines: BatchWriteItem sink, the bootstrap row's state.
+
+:class:`DynamoTableWriter` is the :class:`~replicator.core.table_writes.TableWriteSink` of the
+target table. botocore errors become the replicator's exceptions as for Kinesis
+(:func:`translate`): throttling (``ProvisionedThroughputExceededException``,
+``ThrottlingException``, ``RequestLimitExceeded``) and 5xx are retryable, a
+``ValidationException`` is invalid (the batch writer bisects it down to the item at fault), a
+missing table or no permission is terminal, a timeout or a dropped connection is an unknown
+outcome. Build the client with botocore retries off (``total_max_attempts`` 1) so that the batch
+writer's own backoff is the only one, and with a connection pool at least as large as the
+writer's ``max_in_flight``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replicator.adapters.kinesis import translate as _translate_kinesis
+from replicator.core.table_writes import WriteRequest, key_id
+from replicator.errors import (
+    InvalidRequestError,
+    ReplicatorError,
+    RetryableRequestError,
+    SinkError,
+)
+
+#: DynamoDB codes that mean "nothing written, the same request may succeed later", beyond the
+#: Kinesis ones :func:`replicator.adapters.kinesis.translate` knows.
+RETRYABLE_CODES = frozenset({"RequestLimitExceeded", "TransactionInProgressException"})
+#: Codes that mean "some item of the request is unacceptable": bisect, dead-letter it.
+INVALID_CODES = frozenset({"ItemCollectionSizeLimitExceededException"})
+
+
+def translate(exc: BaseException) -> SinkError:
+    """A botocore exception from a DynamoDB call as a SinkError of the right kind."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code") or "")
+        message = str(exc.response.get("Error", {}).get("Message") or exc)
+        if code in RETRYABLE_CODES:
+            return RetryableRequestError(message, code)
+        if code in INVALID_CODES:
+            return InvalidRequestError(message, code)
+    return _translate_kinesis(exc)
+
+
+class DynamoTableWriter:
+    """TableWriteSink over a boto3 DynamoDB client (the target region).
+
+    ``batch_write(..., guard=check)`` calls ``check`` once more in botocore's ``before-send``
+    event, after the request was built and signed and before any byte leaves, so a process
+    paused while building a request cannot send it after its lease was taken (as
+    :class:`replicator.adapters.kinesis.KinesisSink`). Safe to call from several threads (the
+    guard is per thread; boto3 clients are thread-safe).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._guard = threading.local()
+        events = getattr(getattr(client, "meta", None), "events", None)
+        if events is not None:
+            events.register("before-send.dynamodb.BatchWriteItem", self._before_send)
+
+    def _before_send(self, **kwargs: Any) -> None:
+        check = getattr(self._guard, "check", None)
+        if check is not None:
+            check()
+        return None  # botocore sends the request
+
+    def batch_write(
+        self,
+        table: str,
+        requests: Sequence[WriteRequest],
+        guard: Callable[[], object] | None = None,
+    ) -> list[WriteRequest]:
+        wire = [r.wire() for r in requests]
+        with self._lock:
+            self.calls += 1
+        self._guard.check = guard
+        try:
+            response = self.client.batch_write_item(RequestItems={table: wire})
+        except ReplicatorError:
+            raise  # the guard refused at the last moment: nothing was sent
+        except Exception as exc:  # every failure of the call is classified, none escapes raw
+            raise translate(exc) from exc
+        finally:
+            self._guard.check = None
+        left = (response.get("UnprocessedItems") or {}).get(table) or []
+        return unprocessed_requests(requests, left)
+
+
+def unprocessed_requests(
+    requests: Sequence[WriteRequest], unprocessed: Sequence[dict[str, Any]]
+) -> list[WriteRequest]:
+    """The requests that BatchWriteItem's ``UnprocessedItems`` for the table stand for."""
+    if not unprocessed:
+        return []
+    by_key = {key_id(r.key): r for r in requests}
+    names = list(requests[0].key)
+    out = []
+    for element in unprocessed:
+        if "DeleteRequest" in element:
+            key = element["DeleteRequest"]["Key"]
+        else:
+            item = element["PutRequest"]["Item"]
+            key = {n: item[n] for n in names if n in item}
+        request = by_key.get(key_id(key))
+        if request is None:  # not one of ours: the answer is not trustworthy
+            raise RetryableRequestError(f"UnprocessedItems names an unknown key {key}", "Unknown")
+        out.append(request)
+    return out
+
+
+class DynamoBootstrapState:
+    """Reads the bootstrap copy's state row (``xrh.contracts.BootstrapRow``) from the target's
+    checkpoint table: ``state`` (``copying`` / ``complete``) or None when there is no row.
+    A consistent read: live apply must see the copy start as soon as it is recorded."""
+
+    def __init__(self, client: Any, table: str, scope: str, shard_id: str = "#bootstrap") -> None:
+        self.client = client
+        self.table = table
+        self.scope = scope
+        self.shard_id = shard_id
+        self.calls = 0
+
+    def __call__(self) -> str | None:
+        self.calls += 1
+        try:
+            response = self.client.get_item(
+                TableName=self.table,
+                Key={"scope": {"S": self.scope}, "shardId": {"S": self.shard_id}},
+                ConsistentRead=True,
+                ProjectionExpression="#s",
+                ExpressionAttributeNames={"#s": "state"},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise translate(exc) from exc
+        item = response.get("Item")
+        if not item:
+            return None
+        return str(item.get("state", {}).get("S", "")) or None
