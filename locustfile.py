@@ -7,8 +7,8 @@ before boto3 loads.
 
 import locust  # noqa: I001 - must be first: gevent monkey-patching before boto3 and ssl
 
-from loadgen.locust_users import KinesisProducerUser, XrhShape, register
+from loadgen.locust_users import ProducerUser, XrhShape, register
 
 register(locust.events)
 
-__all__ = ["KinesisProducerUser", "XrhShape"]
+__all__ = ["ProducerUser", "XrhShape"]

@@ -10,7 +10,10 @@ from __future__ import annotations
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from loadgen.dynamodb_sink import ItemReport
+from loadgen.items import ItemSettings
 from loadgen.kinesis_sink import KinesisSink, RequestReport, TimedSink
 from loadgen.ledger import LedgerSink
 from loadgen.options import LoadOptions
@@ -36,8 +39,9 @@ class LoadContext:
     node: str  # "l" for a local runner, "w<index>" for a worker
     run_id: str  # names the run in every trace, so runs sharing a stream never collide
     pool_size: int = 50
-    report: RequestReport | None = None
-    producers: list[Producer] = field(default_factory=list)
+    report: RequestReport | None = None  # kinesis: each PutRecords request
+    item_report: ItemReport | None = None  # dynamodb: each PutItem, UpdateItem, ... request
+    producers: list[Any] = field(default_factory=list)  # Producer or ItemProducer
     target: WriteTarget | None = None  # the region producers write to (switched at failover)
     _clients: AwsClients | None = None
     _count: int = 0
@@ -60,7 +64,20 @@ class LoadContext:
             linger_s=self.options.linger_s,
         )
 
-    def new_producer(self) -> tuple[Producer, Pacer]:
+    def item_settings(self) -> ItemSettings:
+        return ItemSettings(
+            table=ResourceNames(self.config.prefix).items_table,
+            region=self.config.region_a,
+            pipeline=self.config.pipeline,
+            batch_size=self.options.batch_size,
+            linger_s=self.options.linger_s,
+            ops=self.options.ops,
+            batch_share=self.options.batch_writes,
+        )
+
+    def new_producer(self) -> tuple[Any, Pacer]:
+        """The pipeline's producer (:class:`Producer` of stream records for kinesis,
+        :class:`~loadgen.items.ItemProducer` of table writes for dynamodb) and its pacer."""
         self._count += 1
         producer_id = producer_name(self.run_id, self.node, self._count)
         seed = self.options.seed
@@ -71,6 +88,19 @@ class LoadContext:
         keyspace = self.options.keyspace.build(rng)
         if self.target is None:
             self.target = WriteTarget(self.config)
+        if self.config.pipeline == "dynamodb":
+            from loadgen.dynamodb_sink import DynamoItemSink, RoutedItemSink
+            from loadgen.items import ItemProducer
+
+            items = RoutedItemSink(
+                {side: DynamoItemSink(self.clients.client("dynamodb", side), self.item_report)
+                 for side in Side}, self.target,
+            )  # fmt: skip
+            item_producer = ItemProducer(producer_id, renderer, keyspace, items, self.ledger,
+                                         self.item_settings(), random=rng.random,
+                                         route=items.pin)  # fmt: skip
+            self.producers.append(item_producer)
+            return item_producer, Pacer(self.options.rate_per_user)
         sink = RoutedSink(
             {side: KinesisSink(self.clients.client("kinesis", side)) for side in Side},
             self.target,

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gevent
@@ -36,7 +37,7 @@ from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from loadgen.context import LoadContext
 from loadgen.ledger import MESSAGE_TYPE, LedgerForwarder
-from loadgen.options import LoadOptions, add_options, load_options
+from loadgen.options import LOAD_PIPELINES, LoadOptions, add_options, load_options, wire_options
 from loadgen.orchestrator import Orchestrator, config_from_wire, config_to_wire, read_lag
 from xrh.config import Side, add_common_options, config_from_options
 from xrh.errors import EXIT_UNKNOWN, EXIT_USAGE, HarnessError, UsageError
@@ -113,6 +114,12 @@ class Node:
             response_length=n, exception=exc, context={},
         )  # fmt: skip
 
+    def report_item(self, name: str, ms: float, size: int, exc: BaseException | None) -> None:
+        """One DynamoDB request (PutItem, UpdateItem, DeleteItem, BatchWriteItem); its length
+        is the request's size in bytes."""
+        self.environment.events.request.fire(request_type="dynamodb", name=name, response_time=ms,
+                                             response_length=size, exception=exc, context={})  # fmt: skip
+
     def close_stats_csv(self) -> None:
         stats, self.stats_csv = self.stats_csv, None
         if stats is not None:
@@ -133,8 +140,9 @@ def _node(environment: Any) -> Node | None:
 # ------------------------------------------------------------------------ users and shapes
 
 
-class KinesisProducerUser(User):
-    """A producer: renders records at ``--rate-per-user``, batches them into PutRecords.
+class ProducerUser(User):
+    """A producer of the run's pipeline: renders records (kinesis: batched into PutRecords)
+    or table writes (dynamodb: :mod:`loadgen.items`) at ``--rate-per-user``.
 
     A stop never cuts a request off. Locust's own :meth:`User.stop` (``locust/user/users.py``,
     called by ``Runner.stop_users``) kills a user whose state says "waiting" instead of waiting
@@ -190,6 +198,9 @@ class KinesisProducerUser(User):
             self._loop.close()
 
 
+KinesisProducerUser = ProducerUser  # its name before the dynamodb pipeline (kept for imports)
+
+
 class XrhShape(LoadTestShape):
     """``--load-shape``: steady (-u users), step (a quarter more every quarter of --run-time),
     spike (a quarter of the users, all of them in the middle fifth). Stops at --run-time."""
@@ -243,9 +254,10 @@ def _on_init(environment: Any, **_: Any) -> None:
         return
     try:
         base = config_from_options(parsed)
-        options = load_options(parsed)
-        if base.pipeline != "kinesis":
-            raise UsageError(f"--pipeline {base.pipeline}: the load generator drives kinesis only")
+        if base.pipeline not in LOAD_PIPELINES:
+            raise UsageError(f"--pipeline {base.pipeline}: the load generator drives "
+                             f"{' and '.join(LOAD_PIPELINES)} only, not yet {base.pipeline}")  # fmt: skip
+        options = load_options(parsed, base.pipeline)
     except UsageError as exc:
         _fail_usage(str(exc))
         return
@@ -331,7 +343,8 @@ def _on_test_start(environment: Any, **_: Any) -> None:
     if node is None or isinstance(runner, WorkerRunner) or node.orchestrator is None:
         return
     try:
-        node.options = load_options(environment.parsed_options)  # the web UI may change them
+        # the web UI may change them
+        node.options = load_options(environment.parsed_options, node.orchestrator.base.pipeline)
         node.orchestrator.options = node.options
         node.starting, node.stopped_while_starting = True, False
         try:
@@ -366,13 +379,14 @@ def _on_test_start(environment: Any, **_: Any) -> None:
     if isinstance(runner, MasterRunner):
         workers = [client.id for client in runner.clients.all]
         state.collector.expect(workers)
-        runner.send_message(
-            SETUP, {"config": config_to_wire(state.config), "run": state.run.run_id}
-        )
+        runner.send_message(SETUP, {"config": config_to_wire(state.config), "run": state.run.run_id,
+                                    "options": wire_options(environment.parsed_options,
+                                                            node.options)})  # fmt: skip
         node.say(f"{len(workers)} worker(s) set up")
     else:
         node.context = LoadContext(state.config, node.options, state.ledger, "l", state.run.run_id,
-                                   pool_size=node.pool_size(), report=node.report)  # fmt: skip
+                                   pool_size=node.pool_size(), report=node.report,
+                                   item_report=node.report_item)  # fmt: skip
     node.say("producing...")
 
 
@@ -443,8 +457,10 @@ def _on_setup(environment: Any, msg: Any, **_: Any) -> None:
         return
     runner = environment.runner
     config = config_from_wire(msg.data["config"])
-    try:
-        node.options = load_options(environment.parsed_options)
+    try:  # the master's options (older masters sent none: this worker's own)
+        sent = msg.data.get("options")
+        parsed = SimpleNamespace(**sent) if sent is not None else environment.parsed_options
+        node.options = load_options(parsed, config.pipeline)
     except UsageError as exc:
         node.say(f"worker options: {exc}")
     worker = f"w{getattr(runner, 'worker_index', 0)}"
@@ -452,7 +468,8 @@ def _on_setup(environment: Any, msg: Any, **_: Any) -> None:
         runner.client_id, lambda d: runner.send_message(MESSAGE_TYPE, d)
     )
     node.context = LoadContext(config, node.options, node.forwarder, worker, msg.data["run"],
-                               pool_size=node.pool_size(), report=node.report)  # fmt: skip
+                               pool_size=node.pool_size(), report=node.report,
+                               item_report=node.report_item)  # fmt: skip
     node.flusher = gevent.spawn(_flush_loop, node.forwarder)
 
 

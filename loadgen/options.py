@@ -5,6 +5,15 @@ the harness's common options (:func:`xrh.config.add_common_options`). Everything
 here, before any load: a bad template, keyspace or fault spec stops the run with a message
 naming the option and the value (exit code 3).
 
+Pipelines: the options apply to ``kinesis`` and ``dynamodb`` alike unless said otherwise, with
+defaults per pipeline where the work differs (``--rate-per-user`` 100 records/s for kinesis,
+20 writes/s for dynamodb; ``--batch-size`` 500 records per PutRecords for kinesis, 100 writes
+buffered per flush for dynamodb). ``--ops``, ``--batch-writes``, ``--bootstrap-items`` and
+``--scan-segments`` drive the dynamodb pipeline's table writes, and given to a kinesis run they
+are refused (exit 3): a run that silently ignores what was asked for proves something else.
+``--drill NAME`` takes the drill of the run's pipeline, and the drill's load options
+(``Drill.load_args``, e.g. ``--bootstrap-items 20000``) for each such option left unset.
+
 ``--faults`` (or ``XRH_FAULTS`` when the flag is empty) is the spec of :mod:`xrh.faults`; the
 orchestrator gives it to the embedded endpoint once the run's resources are provisioned. Faults
 are injected by the embedded endpoint only, so a spec with ``--endpoint-url*`` or
@@ -18,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import LoadgenUsageError
+from loadgen.items import DEFAULT_OPS, ops_text, parse_ops
 from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
 from loadgen.templates import Template, compile_template, load_template_option
 from xrh.drills import Drill, get_drill
@@ -28,6 +38,20 @@ from xrh.faults import FAULTS_ENV, parse_faults
 # reproduced; external: produce and verify only (a replicator you run)
 REPLICATOR_MODES = ("embedded", "reference", "sample", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
+LOAD_PIPELINES = ("kinesis", "dynamodb")  # the pipelines the load generator drives
+#: per pipeline: records (kinesis) or writes (dynamodb) per second per user. moto serves
+#: roughly 500 to 1,000 single-item calls/s in all, so 20 users at 20 writes/s fit.
+DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 20.0}
+#: per pipeline: records per PutRecords (kinesis), writes buffered per flush (dynamodb)
+DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100}
+MAX_BATCH = {"kinesis": 500, "dynamodb": 10_000}
+DEFAULT_BATCH_WRITES = 0.25
+DEFAULT_SCAN_SEGMENTS = 4
+MAX_SCAN_SEGMENTS = 1000
+MAX_BOOTSTRAP_ITEMS = 100_000_000
+# dest, flag: the dynamodb pipeline's own options
+DYNAMODB_OPTIONS = (("ops", "--ops"), ("batch_writes", "--batch-writes"),
+                    ("bootstrap_items", "--bootstrap-items"), ("scan_segments", "--scan-segments"))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +73,11 @@ class LoadOptions:
     settle_s: float = 30.0  # verify waits this long without progress before calling records lost
     drill: Drill | None = None  # --drill NAME: a fault schedule played during the load
     run_time_s: float | None = None  # Locust's --run-time, for the drill's schedule
+    pipeline: str = "kinesis"  # the defaults above were resolved for this pipeline
+    ops: tuple[tuple[str, float], ...] = DEFAULT_OPS  # dynamodb: (op, weight)
+    batch_writes: float = DEFAULT_BATCH_WRITES  # dynamodb: share of puts/deletes batched
+    bootstrap_items: int = 0  # dynamodb: items loaded into A's table before the replicator
+    scan_segments: int = DEFAULT_SCAN_SEGMENTS  # dynamodb: the replicator's parallel scan
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -69,9 +98,11 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     )
     add("--key-skew", type=float, default=1.1, help="zipf skew (default 1.1)")
     add("--hot-key-share", type=float, default=0.5, help="hot: share of records on the hot key")
-    add("--rate-per-user", type=float, default=100.0,
-        help="records per second per user; 0 for as fast as possible (default 100)")  # fmt: skip
-    add("--batch-size", type=int, default=500, help="records per PutRecords (default 500)")
+    add("--rate-per-user", type=float, default=None,
+        help="records (kinesis) or table writes (dynamodb) per second per user; 0 for as fast "
+        "as possible (default 100 for kinesis, 20 for dynamodb)")  # fmt: skip
+    add("--batch-size", type=int, default=None, help="kinesis: records per PutRecords (default "
+        "500); dynamodb: writes buffered per flush (default 100)")  # fmt: skip
     add("--linger", type=float, default=0.2, help="seconds a record may wait for a fuller batch")
     add("--replicator", default="embedded",
         help="embedded or reference: start the reference replicator; sample: the published "
@@ -91,6 +122,15 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
         help="inject faults in the embedded endpoint: REGION:Operation:kind=value,... (kinds "
         "partial, throttle, error, lost-answer with a probability, latency in ms), e.g. "
         "'a:PutRecords:partial=0.05' [env XRH_FAULTS]")  # fmt: skip
+    add("--ops", default=None,
+        help=f"dynamodb: operations by weight (default {ops_text(DEFAULT_OPS)})")  # fmt: skip
+    add("--batch-writes", default=None, help="dynamodb: share of puts and deletes "
+        f"sent through BatchWriteItem, 0..1 (default {DEFAULT_BATCH_WRITES})")  # fmt: skip
+    add("--bootstrap-items", default=None, help="dynamodb: items loaded into region "
+        "A's table before the replicator starts, so its bootstrap copy races the load "
+        "(default 0)")  # fmt: skip
+    add("--scan-segments", default=None, help="dynamodb: the replicator's parallel "
+        f"scan segments for its bootstrap copy (default {DEFAULT_SCAN_SEGMENTS})")  # fmt: skip
 
 
 def _choice(value: Any, choices: tuple[str, ...], flag: str) -> str:
@@ -130,10 +170,50 @@ def _faults(parsed: Any) -> str | None:
     return plan.spec
 
 
-def load_options(parsed: Any) -> LoadOptions:
-    """Check and resolve the parsed options; LoadgenUsageError / TemplateError if wrong."""
-    g = lambda name, default=None: getattr(parsed, name, default)  # noqa: E731
-    drill = get_drill(str(g("drill")), option="--drill") if g("drill") else None
+def _given(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _pipeline(parsed: Any) -> str:
+    from xrh.config import config_from_options
+
+    try:
+        return config_from_options(parsed).pipeline
+    except UsageError as exc:
+        raise LoadgenUsageError(str(exc)) from None
+
+
+def _drill_values(drill: Drill) -> dict[str, str]:
+    """A drill's load options (``("--bootstrap-items", "20000")``) by destination."""
+    args = list(drill.load_args)
+    if len(args) % 2:
+        raise LoadgenUsageError(f"--drill {drill.name}: its load options {args} are not pairs")
+    pairs = zip(args[::2], args[1::2], strict=True)
+    return {flag.lstrip("-").replace("-", "_"): value for flag, value in pairs}
+
+
+def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
+    """Check and resolve the parsed options; LoadgenUsageError / TemplateError if wrong.
+
+    ``pipeline``: the run's (``HarnessConfig.pipeline``); resolved from ``parsed`` if None."""
+    pipeline = pipeline or _pipeline(parsed)
+    drill = get_drill(str(parsed.drill), pipeline, option="--drill") if _given(
+        getattr(parsed, "drill", None)) else None  # fmt: skip
+    from_drill = _drill_values(drill) if drill else {}
+
+    def g(name: str, default: Any = None) -> Any:
+        value = getattr(parsed, name, None)
+        if not _given(value):
+            value = from_drill.get(name)
+        return value if _given(value) else default
+
+    if pipeline != "dynamodb":
+        for dest, flag in DYNAMODB_OPTIONS:
+            if _given(getattr(parsed, dest, None)):
+                raise LoadgenUsageError(
+                    f"{flag} {getattr(parsed, dest)!r}: applies to --pipeline dynamodb only "
+                    f"(this run's pipeline is {pipeline})"
+                )
     # A drill that needs particular records brings its template, unless the user gave one.
     text = load_template_option(g("template") or (drill.template if drill else None) or "")
     template = compile_template(text)
@@ -143,14 +223,25 @@ def load_options(parsed: Any) -> LoadOptions:
         skew=_number(g("key_skew", 1.1), "--key-skew", minimum=0),
         hot_share=_number(g("hot_key_share", 0.5), "--hot-key-share", minimum=0),
     )
-    rate = _number(g("rate_per_user", 100.0), "--rate-per-user", minimum=0)
+    rate = _number(g("rate_per_user", DEFAULT_RATE.get(pipeline, 100.0)), "--rate-per-user",
+                   minimum=0)  # fmt: skip
     raw_seed = g("seed")
     seed = (
         None if raw_seed in ("", None) else _number(raw_seed, "--seed", minimum=-(2**63), cast=int)
     )
-    batch = _number(g("batch_size", 500), "--batch-size", minimum=1, cast=int)
-    if batch > 500:
+    batch = _number(g("batch_size", DEFAULT_BATCH.get(pipeline, 500)), "--batch-size",
+                    minimum=1, cast=int)  # fmt: skip
+    if pipeline == "dynamodb" and batch > MAX_BATCH["dynamodb"]:
+        raise LoadgenUsageError(f"--batch-size {batch}: at most {MAX_BATCH['dynamodb']} writes "
+                                "buffered per flush")  # fmt: skip
+    if pipeline != "dynamodb" and batch > 500:
         raise LoadgenUsageError(f"--batch-size {batch}: PutRecords takes at most 500 records")
+    batch_writes = _number(g("batch_writes", DEFAULT_BATCH_WRITES), "--batch-writes", minimum=0)
+    if not 0 <= batch_writes <= 1:
+        raise LoadgenUsageError(f"--batch-writes {batch_writes}: a share, 0..1")
+    bootstrap = _whole(g("bootstrap_items", 0), "--bootstrap-items", 0, MAX_BOOTSTRAP_ITEMS)
+    segments = _whole(g("scan_segments", DEFAULT_SCAN_SEGMENTS), "--scan-segments", 1,
+                      MAX_SCAN_SEGMENTS)  # fmt: skip
     return LoadOptions(
         template_text=text,
         template=template,
@@ -169,7 +260,40 @@ def load_options(parsed: Any) -> LoadOptions:
         settle_s=_number(g("settle_seconds", 30.0), "--settle-seconds", minimum=0),
         drill=drill,
         run_time_s=float(g("run_time")) if g("run_time") else None,
+        pipeline=pipeline,
+        ops=parse_ops(g("ops")),
+        batch_writes=batch_writes,
+        bootstrap_items=bootstrap,
+        scan_segments=segments,
     )
+
+
+def _whole(value: Any, flag: str, minimum: int, maximum: int) -> int:
+    """A whole number in ``minimum..maximum`` from an int or a string ("20000")."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise LoadgenUsageError(f"{flag} {value!r}: not a whole number") from None
+    if not minimum <= number <= maximum:
+        raise LoadgenUsageError(f"{flag} {number}: must be {minimum}..{maximum:,}")
+    return number
+
+
+#: what add_options registers (dest names), sent by a master to its workers
+OPTION_DESTS = ("template", "keys", "key_distribution", "key_skew", "hot_key_share",
+                "rate_per_user", "batch_size", "linger", "replicator", "drill", "no_verify",
+                "seed", "load_shape", "drain_timeout", "verify_timeout", "settle_seconds",
+                "faults", "ops", "batch_writes", "bootstrap_items", "scan_segments", "run_time")  # fmt: skip
+
+
+def wire_options(parsed: Any, options: LoadOptions) -> dict[str, Any]:
+    """The load options as a master resolved them, for its workers (``xrh_setup``): a
+    worker's own command line holds only ``--worker`` and its master's address. The template
+    travels as text (a worker may not have the master's @file)."""
+    out = {dest: getattr(parsed, dest, None) for dest in OPTION_DESTS}
+    out = {k: v for k, v in out.items() if v is None or isinstance(v, str | int | float | bool)}
+    out["template"] = options.template_text
+    return out
 
 
 def public_dict(options: LoadOptions) -> dict[str, Any]:
@@ -190,4 +314,9 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
         "faults": options.faults,
         "settle_seconds": options.settle_s,
         "drill": options.drill.name if options.drill else None,
-    }
+        **(
+            {"ops": ops_text(options.ops), "batch_writes": options.batch_writes,
+             "bootstrap_items": options.bootstrap_items, "scan_segments": options.scan_segments}
+            if options.pipeline == "dynamodb" else {}
+        ),
+    }  # fmt: skip

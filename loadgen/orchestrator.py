@@ -62,19 +62,36 @@ def config_from_wire(data: dict[str, Any]) -> HarnessConfig:
 
 
 def read_lag(run: runs.RunDir) -> dict[str, Any]:
-    """Replication progress from the replicator's metrics file (empty if none yet)."""
+    """Replication progress from the replicator's metrics file (empty if none yet, or if it
+    is not in a shape this reads: the metrics of another pipeline's replicator say nothing
+    wrong, at worst nothing)."""
     try:
         metrics = json.loads(run.file(runs.METRICS_FILE).read_text())
-    except (OSError, ValueError):
+        if not isinstance(metrics, dict):
+            return {}
+        return _lag_of(metrics)
+    except (OSError, ValueError, TypeError, AttributeError):
         return {}
-    snapshots = list((metrics.get("workers") or {}).values()) or [metrics]
+
+
+def _values(value: Any) -> list[Any]:
+    """A dict's values or a list's items (metrics may key shards or list them)."""
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, list) else []
+
+
+def _lag_of(metrics: dict[str, Any]) -> dict[str, Any]:
+    snapshots = _values(metrics.get("workers")) or [metrics]
     shards = [s for snap in snapshots if isinstance(snap, dict)
-              for s in (snap.get("shards") or {}).values() if isinstance(s, dict)]  # fmt: skip
+              for s in _values(snap.get("shards")) if isinstance(s, dict)]  # fmt: skip
     lags = [s.get("commit_lag_ms") for s in shards]
     behind = [s.get("millis_behind_latest") for s in shards]
     lags = [v for v in lags if isinstance(v, int | float)]
     behind = [v for v in behind if isinstance(v, int | float)]
     totals = metrics.get("totals") or metrics.get("counters") or {}
+    if not isinstance(totals, dict):
+        totals = {}
     marks = [snap.get("watermark_ms") for snap in snapshots if isinstance(snap, dict)]
     marks = [m for m in marks if isinstance(m, int)]
     return {
@@ -144,6 +161,15 @@ class Orchestrator:
         from xrh.provision import provision
 
         provision(config)
+        ledger = LedgerWriter(run.file(runs.LEDGER_FILE))
+        state = RunState(run, config, ledger, LedgerCollector(ledger), started_at=time.time())
+        self.state = state
+        if config.pipeline == "dynamodb" and self.options.bootstrap_items:
+            # Before the replicator (its bootstrap copy then races the users' live writes)
+            # and before the run's faults, which are meant for the load, not for set-up.
+            from loadgen.bootstrap import load_bootstrap
+
+            load_bootstrap(config, self.options, ledger, run.run_id, say=self.say)
         # Faults start once the run's resources exist; each run logs them in its own directory.
         if self.endpoint is not None:
             self.endpoint.set_faults(
@@ -156,12 +182,10 @@ class Orchestrator:
                 f"--faults {self.options.faults!r}: faults are injected by the embedded endpoint "
                 f"only, not with the {config.endpoint_mode.value} endpoint"
             )
-        ledger = LedgerWriter(run.file(runs.LEDGER_FILE))
-        state = RunState(run, config, ledger, LedgerCollector(ledger), started_at=time.time())
-        self.state = state
         if self.options.replicator != "external":
             self._start_replicator(state)
-        self._watch_claims(state)
+        if config.pipeline == "kinesis":  # watermark claims over stream checkpoints
+            self._watch_claims(state)
         self._start_drill(state, time.time() - started)
         return state
 
@@ -197,6 +221,8 @@ class Orchestrator:
                 state.config.prefix, *endpoint_flags(state.config),
                 "--drain-timeout", str(self.options.drain_timeout_s),
                 *(["--behaviour", "sample"] if self.options.replicator == "sample" else []),
+                *(["--scan-segments", str(self.options.scan_segments)]
+                  if state.config.pipeline == "dynamodb" else []),
                 *(self.options.drill.replicator_args if self.options.drill else ()),
             ]  # fmt: skip
 
