@@ -7,7 +7,7 @@ naming the option and the value (exit code 3).
 
 Pipelines: the options apply to ``kinesis`` and ``dynamodb`` alike unless said otherwise, with
 defaults per pipeline where the work differs (``--rate-per-user`` 100 records/s for kinesis,
-20 writes/s for dynamodb; ``--batch-size`` 500 records per PutRecords for kinesis, 100 writes
+10 writes/s for dynamodb; ``--batch-size`` 500 records per PutRecords for kinesis, 100 writes
 buffered per flush for dynamodb). ``--ops``, ``--batch-writes``, ``--bootstrap-items`` and
 ``--scan-segments`` drive the dynamodb pipeline's table writes, and given to a kinesis run they
 are refused (exit 3): a run that silently ignores what was asked for proves something else.
@@ -39,9 +39,11 @@ from xrh.faults import FAULTS_ENV, parse_faults
 REPLICATOR_MODES = ("embedded", "reference", "sample", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
 LOAD_PIPELINES = ("kinesis", "dynamodb")  # the pipelines the load generator drives
-#: per pipeline: records (kinesis) or writes (dynamodb) per second per user. moto serves
-#: roughly 500 to 1,000 single-item calls/s in all, so 20 users at 20 writes/s fit.
-DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 20.0}
+#: per pipeline: records (kinesis) or writes (dynamodb) per second per user. A table write is
+#: mostly one call (about 1.5 ms of botocore CPU in the Locust process and a few ms of moto's):
+#: the main command's 20 users at 10 writes/s (200/s) leave the replicator room on two cores;
+#: at 20 writes/s (400/s asked) they were measured at about 275/s, moto's latency tenfold.
+DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0}
 #: per pipeline: records per PutRecords (kinesis), writes buffered per flush (dynamodb)
 DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100}
 MAX_BATCH = {"kinesis": 500, "dynamodb": 10_000}
@@ -100,7 +102,7 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--hot-key-share", type=float, default=0.5, help="hot: share of records on the hot key")
     add("--rate-per-user", type=float, default=None,
         help="records (kinesis) or table writes (dynamodb) per second per user; 0 for as fast "
-        "as possible (default 100 for kinesis, 20 for dynamodb)")  # fmt: skip
+        "as possible (default 100 for kinesis, 10 for dynamodb)")  # fmt: skip
     add("--batch-size", type=int, default=None, help="kinesis: records per PutRecords (default "
         "500); dynamodb: writes buffered per flush (default 100)")  # fmt: skip
     add("--linger", type=float, default=0.2, help="seconds a record may wait for a fuller batch")

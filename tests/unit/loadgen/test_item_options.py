@@ -26,7 +26,7 @@ def dynamodb(**kw) -> SimpleNamespace:
 
 def test_defaults_per_pipeline():
     table = load_options(dynamodb())
-    assert (table.rate_per_user, table.batch_size, table.batch_writes) == (20.0, 100, 0.25)
+    assert (table.rate_per_user, table.batch_size, table.batch_writes) == (10.0, 100, 0.25)
     assert table.ops == (("put", 60.0), ("update", 30.0), ("delete", 10.0))
     assert (table.bootstrap_items, table.scan_segments) == (0, 4)
     stream = load_options(SimpleNamespace())
@@ -106,7 +106,7 @@ def test_the_context_builds_the_pipelines_producer():
     table = parse_config([*argv, "--pipeline", "dynamodb", "--prefix", "pp"], environ={})
     context = LoadContext(table, load_options(dynamodb(seed=1)), NullLedger(), "l", "run")
     producer, pacer = context.new_producer()
-    assert isinstance(producer, ItemProducer) and pacer.rate == 20.0
+    assert isinstance(producer, ItemProducer) and pacer.rate == 10.0
     assert producer.settings.table == "pp-items" and producer.id == "run/lu1"
     producer.add(3)
     assert [w.trace for w in producer._buffer] == [f"run/lu1-00000000{i}" for i in (1, 2, 3)]
