@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from json.encoder import encode_basestring_ascii as _quote  # what json.dumps uses
 from typing import Any, Protocol
 
 from replicator.core.putrecords import Backoff
@@ -111,7 +112,14 @@ class WriteRequest:
 
 
 def key_id(key: dict[str, Any]) -> str:
-    """A canonical string for a wire-form key (equal keys give equal strings)."""
+    """A canonical string for a wire-form key (equal keys give equal strings): compact JSON
+    with sorted names, ``{"pk":{"S":"42"}}``."""
+    if len(key) == 1:  # the common case (a string or number hash key), without json.dumps
+        ((name, value),) = key.items()
+        if type(value) is dict and len(value) == 1:
+            ((kind, v),) = value.items()
+            if type(v) is str and (kind == "S" or kind == "N"):
+                return f'{{{_quote(name)}:{{"{kind}":{_quote(v)}}}}}'
     return json.dumps(key, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
@@ -131,15 +139,18 @@ def item_size(item: dict[str, Any]) -> int:
     digits plus 1, 1 byte for a boolean or null, 3 bytes of overhead per list or map plus 1
     per element. The service's answer is final (a ValidationException is bisected anyway);
     this only keeps requests certain to fail from being sent."""
-    return sum(len(name.encode("utf-8")) + _value_size(v) for name, v in item.items())
+    return sum(
+        (len(name) if name.isascii() else len(name.encode("utf-8"))) + _value_size(v)
+        for name, v in item.items()
+    )
 
 
 def _value_size(value: dict[str, Any]) -> int:
     ((kind, v),) = value.items() if len(value) == 1 else (("?", value),)
     if kind == "S":
-        return len(str(v).encode("utf-8"))
+        return len(v) if type(v) is str and v.isascii() else len(str(v).encode("utf-8"))
     if kind == "N":
-        return len(str(v).lstrip("-").replace(".", "")) // 2 + 1
+        return len(v) // 2 + 1  # sign and point included: an estimate a byte or two high
     if kind == "B":
         return len(v) if isinstance(v, bytes | bytearray) else len(str(v))
     if kind in ("BOOL", "NULL"):
@@ -147,7 +158,7 @@ def _value_size(value: dict[str, Any]) -> int:
     if kind == "SS":
         return sum(len(str(x).encode("utf-8")) for x in v)
     if kind == "NS":
-        return sum(len(str(x)) // 2 + 1 for x in v)
+        return sum(len(x) // 2 + 1 for x in v)
     if kind == "BS":
         return sum(len(x) for x in v)
     if kind == "L":
