@@ -1,7 +1,11 @@
-"""``xrh replicate``: the reference Kinesis replicator as a standalone poller.
+"""``xrh replicate``: the reference replicators as standalone pollers.
 
-Reads the stream of ``--side`` (its own region) and writes the same-named stream in the other
-region. Leases, checkpoints, claims and metrics as described in :mod:`replicator.runners.poller`
+``--pipeline kinesis`` (the default, this module) reads the stream of ``--side`` (its own
+region) and writes the same-named stream in the other region. ``--pipeline dynamodb``
+(:mod:`replicator.runners.table_cli`) copies the items table of ``--side`` into the other
+region's (bootstrap copy, ``--scan-segments`` and ``--bootstrap``), then applies its stream.
+
+Kinesis: Leases, checkpoints, claims and metrics as described in :mod:`replicator.runners.poller`
 and :mod:`replicator.core.watermark`. Exit codes: 0 stopped or drained, 2 could not drain
 (``--drain-timeout``), 3 bad usage. SIGTERM: graceful stop; SIGUSR1: drain and exit.
 
@@ -39,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["reference", "sample"],
         default="reference",
         help="copy logic: the reference replicator, or the published sample's behaviour "
-        "reproduced (per-record PutRecord and checkpoint; to see what verify catches)",
+        "reproduced (per-record PutRecord and checkpoint; to see what verify catches; "
+        "--pipeline kinesis only)",
     )
     parser.add_argument("--run-dir", default=None, help="run directory (default <runs-dir>/latest)")
     parser.add_argument("--worker-id", default=None, help="lease owner id (default host-pid)")
@@ -56,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="give up draining after this many seconds (exit 2)",
     )
     parser.add_argument("--max-seconds", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=1000, help="GetRecords limit (1..10000)")
+    parser.add_argument("--batch-size", type=int, default=1000,
+                        help="GetRecords limit (1..10000; a DynamoDB stream gives at most 1000)")  # fmt: skip
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--lease-seconds", type=float, default=6.0)
     parser.add_argument(
@@ -103,10 +109,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-record-bytes", type=int, default=1024 * 1024)
     parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
     parser.add_argument("--max-attempts", type=int, default=10)
+    parser.add_argument(
+        "--scan-segments",
+        type=int,
+        default=None,
+        help="--pipeline dynamodb: parallel scan segments (threads) of the bootstrap copy "
+        "(default 4; a resumed copy keeps the count it started with)",
+    )
+    parser.add_argument(
+        "--scan-page-size",
+        type=int,
+        default=None,
+        help="--pipeline dynamodb: items per Scan page of the bootstrap copy, the unit of its "
+        "recorded progress (default 1000)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        choices=["auto", "never"],
+        default="auto",
+        help="--pipeline dynamodb: auto copies the source table before live apply unless the "
+        "copy is complete or live-apply checkpoints exist; never starts live apply at once",
+    )
     parser.add_argument("--start-at-latest", action="store_true",
                         help="shards without a checkpoint start at this replicator's start time "
                         "instead of TRIM_HORIZON; older records are skipped, so no watermark is "
-                        "claimed while such a shard is listed")  # fmt: skip
+                        "claimed while such a shard is listed (--pipeline kinesis only: the "
+                        "dynamodb pipeline replays its stream over the bootstrap copy)")  # fmt: skip
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -402,15 +430,31 @@ def _sample_replicator(config, names, side, source_region, target_region, scope,
     return replicator, sink, lookup, lambda: row.calls
 
 
+REPLICATED_PIPELINES = ("kinesis", "dynamodb")
+
+
 def run(args: argparse.Namespace) -> int:
     from xrh.config import config_from_options
     from xrh.endpoint import resolve_config
 
     _check(args)
     config = config_from_options(args)
+    if config.pipeline not in REPLICATED_PIPELINES:
+        from xrh.errors import UsageError
+
+        raise UsageError(
+            f"--pipeline {config.pipeline}: xrh replicate has no replicator for this pipeline "
+            f"yet (available: {', '.join(REPLICATED_PIPELINES)})"
+        )
+    if config.pipeline == "dynamodb":
+        from replicator.runners import table_cli
+
+        table_cli.check(args)
     run_dir = _run_dir(args, config.runs_dir)
     config = resolve_config(config, run_dir)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    if config.pipeline == "dynamodb":
+        return table_cli.run(args, config, run_dir, worker_id)
     poller, files = build(args, config, run_dir, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())

@@ -137,9 +137,11 @@ class Poller:
     def request_stop(self) -> None:
         self.stop = True
 
-    def request_drain(self) -> None:
+    def request_drain(self, since: float | None = None) -> None:
+        """Drain; ``since`` (a clock() time) when the request came earlier than this call (the
+        drain timeout counts from it)."""
         if self.drain_since is None:
-            self.drain_since = self.clock()
+            self.drain_since = self.clock() if since is None else since
             self.log("drain_requested")
 
     def ms(self) -> int:
