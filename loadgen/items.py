@@ -310,7 +310,8 @@ class ItemWriter:
     def update_parts(self, item: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
         """``SET #a0 = :a0, ... ADD #w :one`` (names as placeholders: ``key`` and many other
         attribute names are reserved words); the expression is cached per attribute list."""
-        fields = tuple(name for name in item if name != ITEM_KEY)
+        # (a template's own "writes" is left to the counter: one path cannot be SET and ADDed)
+        fields = tuple(name for name in item if name != ITEM_KEY and name != WRITES_ATTRIBUTE)
         cached = self._update_cache.get(fields)
         if cached is None:
             names = {f"#a{i}": name for i, name in enumerate(fields)}

@@ -410,3 +410,14 @@ def test_classify_separates_not_written_from_may_be_written():
     for name, (exc, status, retryable) in cases.items():
         got = classify(exc)
         assert (got.status, got.retryable) == (status, retryable), name
+
+
+def test_update_sets_every_attribute_through_placeholders_and_adds_to_writes(tmp_path):
+    producer, writer, _ = make(tmp_path, FakeTable())
+    item = {"pk": {"S": "1"}, "key": {"N": "1"}, "writes": {"N": "5"}, "trace": {"S": "t"}}
+    expression, names, values = producer.writer.update_parts(item)
+    assert expression == "SET #a0 = :a0, #a1 = :a1 ADD #w :one"  # "key" is a reserved word
+    assert names == {"#a0": "key", "#a1": "trace", "#w": "writes"}
+    assert values == {":a0": {"N": "1"}, ":a1": {"S": "t"}, ":one": {"N": "1"}}
+    producer.close()
+    writer.close()
