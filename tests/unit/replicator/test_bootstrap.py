@@ -471,3 +471,23 @@ def test_scan_errors_are_retried_and_a_resumed_copy_keeps_its_segment_count() ->
     assert set(store.segments()) == {0, 1, 2}
     assert any(e == "bootstrap_segments_kept" for e, _ in log)
     assert any(e == "bootstrap_scan_failed" for e, _ in log)
+
+
+def test_a_copy_that_died_after_its_last_segment_is_completed_by_its_successor() -> None:
+    scanner, sink, store, clock = FakeScanner([item(i) for i in range(80)]), FakeTableSink(), MemoryBootstrapStore(), Clock()  # fmt: skip
+    real_complete = store.complete
+
+    def complete(owner, *args):
+        if owner == "a":
+            raise Crash()  # every segment row says done; the state row still says copying
+        return real_complete(owner, *args)
+
+    store.complete = complete  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        make(scanner, sink, store, clock, owner="a").run()
+    assert all(p.done for p in store.segments().values())
+    scans = scanner.calls
+    clock.advance(LEASE_MS + 1)
+    result = make(scanner, sink, store, clock, owner="b").run()
+    assert result.outcome is Outcome.COPIED and result.copied_here == 0
+    assert scanner.calls == scans and store.read().items_copied == 80
