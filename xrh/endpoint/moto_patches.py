@@ -19,6 +19,15 @@ moto is the embedded default, so its defects would become the harness's. Measure
   bound; it is skipped.
 - DynamoDB conditional writes check and write without a lock, so two concurrent conditional
   writes can both succeed (lease takes, checkpoints). Writes are serialised per process.
+- moto 5.2's generic response serializer walks every member of the ``AttributeValue`` shape
+  (ten of them) for every attribute of every item, through its alias lookups: about 0.75 ms of
+  server time per item of four attributes. A parallel Scan of 30,000 items (4 segments) took
+  9.8 s over HTTP (about 3,000 items/s) and DynamoDB Streams GetRecords 13.5 s for the same
+  30,000 changes. Linear, not quadratic, but it made verify and the bootstrap copy crawl. Here
+  an ``AttributeValue`` given as a plain dict is written in one step, with the same conversions
+  the generic path applies (strings, base64 for binaries, nested maps and lists); anything
+  else still takes the generic path. Measured after: the same Scan in 2.2 s (moto's own
+  sorting and copying of the table per page remain) and GetRecords in 4.3 s.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ def apply() -> None:
         return
     _patch_kinesis()
     _patch_dynamodb()
+    _patch_attribute_values()
     _PATCHED = True
 
 
@@ -246,3 +256,68 @@ def _patch_dynamodb() -> None:
 
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
         setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))
+
+
+# AttributeValue members whose values are strings, string lists, binaries, binary lists,
+# booleans, and the two containers (DynamoDB and DynamoDB Streams share the shape's name).
+_AV_STRING, _AV_STRINGS = frozenset({"S", "N"}), frozenset({"SS", "NS"})
+_AV_KEYS = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
+
+
+def attribute_value_wire(serializer: Any, value: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON of one ``AttributeValue`` as moto's generic serializer writes it, or None when
+    ``value`` is not a plain dict of known members (the caller falls back to the generic
+    path). ``serializer`` supplies the base64 conversion, so binaries come out the same."""
+    if not isinstance(value, dict) or not value or not value.keys() <= _AV_KEYS:
+        return None
+    out: dict[str, Any] = {}
+    for name, member in value.items():
+        if member is None:
+            continue
+        if name in _AV_STRING:
+            out[name] = str(member) if member not in ([], {}) else member
+        elif name in _AV_STRINGS:
+            out[name] = [str(v) for v in member]
+        elif name == "B":
+            out[name] = serializer._base64(member)
+        elif name == "BS":
+            out[name] = [serializer._base64(v) for v in member]
+        elif name == "M":
+            converted = {}
+            for k, v in member.items():
+                wire = attribute_value_wire(serializer, v)
+                if wire is None:
+                    return None
+                converted[k] = wire
+            out[name] = converted
+        elif name == "L":
+            items = [attribute_value_wire(serializer, v) for v in member]
+            if any(i is None for i in items):
+                return None
+            out[name] = items
+        else:  # BOOL, NULL
+            out[name] = member
+    return out
+
+
+def fast_attribute_values(cls: type) -> Any:
+    """``cls._serialize_type_structure`` with the one-step ``AttributeValue``."""
+    generic = cls._serialize_type_structure
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if key and shape.name == "AttributeValue":
+            wire = attribute_value_wire(self, value)
+            if wire is not None:
+                self._default_serialize(serialized, wire, shape, key)
+                return
+        generic(self, serialized, value, shape, key)
+
+    serialize_structure.__doc__ = generic.__doc__
+    return serialize_structure
+
+
+def _patch_attribute_values() -> None:
+    from moto.core import serialize
+
+    cls = serialize.BaseJSONSerializer
+    cls._serialize_type_structure = fast_attribute_values(cls)
