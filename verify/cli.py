@@ -6,6 +6,10 @@
 - ``xrh verify --stream NAME --endpoint-url-a URL --endpoint-url-b URL`` (or ``--endpoint aws``,
   or a running ``xrh endpoint``): source and target streams alone, no ledger; the report goes to
   a new run directory.
+- ``xrh verify --table NAME [--table-b NAME]`` (endpoints as for ``--stream``): DynamoDB table
+  NAME in region A against the same-named (or ``--table-b``) table in region B, no ledger
+  (replication you run yourself: global tables, DMS); the report goes to a new run directory.
+  A ``dynamodb`` run directory is verified the same way, with its ledger (``verify.tables``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, help="run directory to verify (e.g. runs/latest)")
     parser.add_argument("--stream", help="stream name (default {prefix}-stream); without "
                         "--run-dir: compare source and target streams alone")  # fmt: skip
+    parser.add_argument("--table", help="without --run-dir: compare DynamoDB table NAME in "
+                        "region A with the same-named table in region B (no ledger)")  # fmt: skip
+    parser.add_argument("--table-b", help="with --table: the table's name in region B, if "
+                        "different")  # fmt: skip
+    parser.add_argument("--scan-segments", type=int, default=4,
+                        help="parallel scan segments per table (table pipelines; default 4)")  # fmt: skip
     parser.add_argument("--fatal-duplicates", action="store_true",
                         help="duplicates make the verdict invalid (default: counted only)")  # fmt: skip
     parser.add_argument("--timeout", "--verify-timeout", dest="timeout", type=float, default=300.0,
@@ -172,6 +182,19 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.tolerance_ms is None or args.tolerance_ms < 0:
         raise VerifyUsageError(f"--tolerance-ms {args.tolerance_ms}: must be 0 or more")
+    segments = getattr(args, "scan_segments", 4)
+    if segments is None or not 1 <= segments <= 1000:
+        raise VerifyUsageError(f"--scan-segments {segments}: must be a whole number from 1 to 1000")
+    table, table_b = getattr(args, "table", None), getattr(args, "table_b", None)
+    if table_b and not table:
+        raise VerifyUsageError(f"--table-b {table_b}: needs --table NAME (the table in region A)")
+    if table and (args.run_dir is not None or args.stream):
+        raise VerifyUsageError(
+            f"--table {table}: compares two tables alone; it does not go with "
+            + ("--run-dir" if args.run_dir is not None else "--stream")
+        )
+    if table:
+        return _run_table(args, table, table_b, segments)
     incomplete: list[str] = []
     if args.run_dir is not None:
         run_dir = runs.open_run(args.run_dir)
@@ -184,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
             config = resolve_config(config)
         run_dir = runs.create_run(config.runs_dir, config.to_public_dict())
     else:
-        raise VerifyUsageError("give --run-dir DIR (verify a run) or --stream NAME (streams only)")
+        raise VerifyUsageError(
+            "give --run-dir DIR (verify a run), --stream NAME (two streams) or --table NAME "
+            "(two tables)"
+        )
     from_store = bool(getattr(args, "from_store", False))
     if from_store and args.run_dir is None:
         raise VerifyUsageError("--from-store needs --run-dir")
@@ -200,9 +226,10 @@ def run(args: argparse.Namespace) -> int:
             f"stops with its run): re-checking the read stored in {runs.VERIFY_STORE_FILE}",
             file=sys.stderr,
         )
-    if config.pipeline != "kinesis":
+    if config.pipeline not in ("kinesis", "dynamodb"):
         raise VerifyUsageError(
-            f"--pipeline {config.pipeline}: verify supports the kinesis pipeline so far"
+            f"--pipeline {config.pipeline}: verify supports the kinesis and dynamodb pipelines "
+            "so far"
         )
     result = run_verify(
         run_dir.path,
@@ -215,7 +242,33 @@ def run(args: argparse.Namespace) -> int:
         incomplete=[] if from_store else incomplete,
         from_store=from_store,
         settle_s=args.settle_seconds,
+        scan_segments=segments,
     )
+    print_summary(result.report)
+    print(f"report: {result.report_json}  {result.report_html}")
+    return result.exit_code
+
+
+def _run_table(args: argparse.Namespace, table: str, table_b: str | None, segments: int) -> int:
+    """``--table``: check both tables exist (and share a key) before a run directory is made."""
+    from verify.report import print_summary
+    from verify.tables.collect import describe_pair
+    from verify.tables.run import table_clients, verify_tables
+
+    config = dataclasses.replace(config_from_options(args), pipeline="dynamodb")
+    if config.endpoint_mode is EndpointMode.EMBEDDED:
+        from xrh.endpoint import resolve_config  # a running `xrh endpoint`, else UsageError
+
+        config = resolve_config(config)
+    clients = table_clients(config, segments)
+    describe_pair(clients, config, table, table_b or table,
+                  option_b="--table-b" if table_b else "--table")  # fmt: skip
+    run_dir = runs.create_run(config.runs_dir, config.to_public_dict())
+    result = verify_tables(
+        run_dir.path, config, table, table_b, timeout_s=args.timeout,
+        progress=not args.no_progress and sys.stderr.isatty(), clients=clients,
+        settle_s=args.settle_seconds, scan_segments=segments,
+    )  # fmt: skip
     print_summary(result.report)
     print(f"report: {result.report_json}  {result.report_html}")
     return result.exit_code

@@ -195,6 +195,10 @@ def _drill_table(drill: dict[str, Any]) -> str:
 
 def render_html(report: dict[str, Any]) -> str:
     details = report.get("details", {})
+    if details.get("table"):  # a table pipeline: its own page, same one-file form
+        from verify.tables.html import render_table_html
+
+        return render_table_html(report)
     over = details.get("lag_over_time", {}).get("buckets", [])
     t0 = over[0]["t_ms"] if over else 0
     rates = details.get("rates", [])
@@ -276,3 +280,4 @@ only when the target lacked a record it covered while it was in force (checkpoin
 {"".join(charts)}
 </body></html>
 """
+

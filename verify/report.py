@@ -52,6 +52,27 @@ def build_report(
             "lag_over_time": {"bucket_ms": result.lag.bucket_ms, "buckets": result.lag.over_time},
             "rates": result.lag.rates,
         }
+    return envelope(
+        run_id=run_id, pipeline=pipeline, decision=decision, started_at=started_at,
+        finished_at=finished_at, counts=counts, anomalies=anomalies, watermark=watermark,
+        lag=lag, details=details,
+    )  # fmt: skip
+
+
+def envelope(
+    *,
+    run_id: str,
+    pipeline: str,
+    decision: Decision,
+    started_at: str,
+    finished_at: str,
+    counts: dict[str, Any],
+    anomalies: dict[str, Any],
+    watermark: dict[str, Any],
+    lag: dict[str, Any],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """DESIGN.md's report.json shape, the same for every pipeline."""
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -66,6 +87,45 @@ def build_report(
         "lag_ms": lag,
         "details": details,
     }
+
+
+TABLE_WATERMARK = {
+    "claimed": None,
+    "verified": None,
+    "held": None,
+    "claims": [],
+    "statement": "does not apply to a table pipeline: the tables' final states are compared, "
+    "and the replicator publishes no watermark",
+}
+
+
+def build_table_report(
+    *,
+    run_id: str,
+    pipeline: str,
+    decision: Decision,
+    started_at: str,
+    finished_at: str,
+    anomalies: dict[str, Any] | None,
+    counts: dict[str, Any] | None,
+    lag: dict[str, Any],
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """A table pipeline's report (:mod:`verify.tables`): ``anomalies`` maps every kind to an
+    :class:`~verify.checks.Anomaly` (None when verify stopped before judging)."""
+    if anomalies is None:
+        shown = {kind: {"count": 0, "examples": []} for kind in ANOMALY_KINDS}
+    else:
+        shown = {kind: anomalies[kind].to_json() for kind in ANOMALY_KINDS}
+        details = {
+            **details,
+            "anomaly_details": {k: a.details for k, a in anomalies.items() if a.details},
+        }
+    return envelope(
+        run_id=run_id, pipeline=pipeline, decision=decision, started_at=started_at,
+        finished_at=finished_at, counts={**EMPTY_COUNTS, **(counts or {})}, anomalies=shown,
+        watermark=dict(TABLE_WATERMARK), lag=lag, details=details,
+    )  # fmt: skip
 
 
 def watermark_section(result: Reconciliation) -> dict[str, Any]:
@@ -115,6 +175,15 @@ def watermark_section(result: Reconciliation) -> dict[str, Any]:
 
 
 def _example_line(example: dict[str, Any]) -> str:
+    if isinstance(example.get("key"), dict):  # a table's key: name it before the story
+        key = ", ".join(f"{k}={v}" for k, v in example["key"].items())
+        traces = [f"{side} trace {example[f'{side}_trace']}" for side in ("source", "target")
+                  if example.get(f"{side}_trace")]  # fmt: skip
+        if example.get("trace"):
+            traces.append(f"trace {example['trace']}")
+        return f"{key}: {example.get('explanation', '')}" + (
+            f" ({'; '.join(traces)})" if traces else ""
+        )
     if "explanation" in example:
         return example["explanation"]
     parts = [f"{k}={example[k]}" for k in ("trace", "key") if k in example]
@@ -147,8 +216,23 @@ def print_summary(report: dict[str, Any], file: TextIO | None = None) -> None:
         console.print(
             f"  lag ms: p50 {lag['p50']}  p90 {lag['p90']}  p99 {lag['p99']}  max {lag['max']}"
         )
-    wm = report["watermark"]
-    console.print(f"  watermark: {wm.get('statement') or (wm['claimed'], wm['verified'])}")
+    details = report.get("details", {})
+    table = details.get("table")
+    if table:
+        chunks = details.get("chunks") or {}
+        settle = details.get("settle") or {}
+        console.print(
+            f"  tables: {table.get('table_a')} (A) vs {table.get('table_b')} (B): "
+            f"{details.get('items_compared', 0)} item(s) compared by digest, "
+            f"{chunks.get('items_compared_per_key', 0)} key by key in "
+            f"{chunks.get('differing', 0)} differing chunk(s) of {chunks.get('compared', 0)}; "
+            f"waited {settle.get('waited_s', 0)} s for the target to settle"
+        )
+        if "bootstrap" in details:
+            console.print(f"  bootstrap: {_bootstrap_line(details['bootstrap'])}")
+    else:
+        wm = report["watermark"]
+        console.print(f"  watermark: {wm.get('statement') or (wm['claimed'], wm['verified'])}")
     faults = report.get("details", {}).get("faults") or {}
     if faults.get("total"):
         kinds = ", ".join(f"{k} {v}" for k, v in faults.get("by_kind", {}).items())
@@ -165,3 +249,12 @@ def print_summary(report: dict[str, Any], file: TextIO | None = None) -> None:
             f"  dead-lettered: {dead['count']} record(s), kept with their data"
             + (f" ({', '.join(reasons)[:200]})" if reasons else "")
         )
+
+
+def _bootstrap_line(bootstrap: Any) -> str:
+    if not isinstance(bootstrap, dict):
+        return str(bootstrap)
+    return (
+        f"{bootstrap.get('state')}, {bootstrap.get('items_copied')} item(s) copied in "
+        f"{bootstrap.get('copy_seconds')} s ({bootstrap.get('items_per_s')} items/s)"
+    )

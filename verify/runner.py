@@ -67,6 +67,7 @@ def run_verify(
     incomplete: list[str] | None = None,
     from_store: bool = False,
     settle_s: float = DEFAULT_SETTLE_S,
+    scan_segments: int = 4,
 ) -> VerifyResult:
     """Verify one run directory; writes verify.sqlite, report.json and report.html there.
 
@@ -75,8 +76,17 @@ def run_verify(
     so an unknown verdict still shows its evidence. ``from_store`` re-checks the complete read
     an earlier verify of this run kept in verify.sqlite, without reading the regions again (the
     embedded endpoint stops with its run); see :func:`stored_read_at`. ``settle_s``: how long
-    the target may make no progress before what it lacks is called lost.
+    the target may make no progress before what it lacks is called lost. A ``dynamodb`` run
+    is verified by :mod:`verify.tables` (``scan_segments``: its parallel scans' segments).
     """
+    if config.pipeline == "dynamodb":
+        from verify.tables.run import run_table_verify
+
+        return run_table_verify(
+            Path(run_dir), config, timeout_s=timeout_s, progress=progress, clients=clients,
+            clock=clock, sleep=sleep, incomplete=incomplete, from_store=from_store,
+            settle_s=settle_s, scan_segments=scan_segments,
+        )  # fmt: skip
     if from_store:
         return _verify_stored(run_dir, config, fatal_duplicates, tolerance_ms, stream)
     run = runs.RunDir(Path(run_dir))
@@ -164,32 +174,45 @@ def _write_report(
     result: Reconciliation | None,
     details: dict[str, Any],
 ) -> VerifyResult:
-    """report.json and report.html. A verify that could not finish (verdict unknown: endpoints
-    gone, nothing stored) never replaces an earlier report of the run: it writes
-    report-<time>.json and .html beside it."""
+    """report.json and report.html of a stream pipeline (see :func:`write_reports`)."""
+    return write_reports(
+        run,
+        decision.verdict,
+        details,
+        lambda: build_report(
+            run_id=run.run_id,
+            pipeline=config.pipeline,
+            decision=decision,
+            started_at=started_at,
+            finished_at=_now_iso(),
+            result=result,
+            details=details,
+        ),
+    )
+
+
+def write_reports(
+    run: runs.RunDir,
+    verdict: Verdict,
+    details: dict[str, Any],
+    build: Callable[[], dict[str, Any]],
+) -> VerifyResult:
+    """report.json and report.html from ``build()``. A verify that could not finish (verdict
+    unknown: endpoints gone, nothing stored) never replaces an earlier report of the run: it
+    writes report-<time>.json and .html beside it (and says so in ``details``' notes)."""
     json_name, html_name = runs.REPORT_JSON, runs.REPORT_HTML
-    if decision.verdict is Verdict.UNKNOWN and run.file(runs.REPORT_JSON).exists():
+    if verdict is Verdict.UNKNOWN and run.file(runs.REPORT_JSON).exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         json_name, html_name = f"report-{stamp}.json", f"report-{stamp}.html"
         details.setdefault("notes", []).append(
             f"verify could not finish: the run's earlier {runs.REPORT_JSON} was kept and this "
             f"report is {json_name}"
         )
-    report = build_report(
-        run_id=run.run_id,
-        pipeline=config.pipeline,
-        decision=decision,
-        started_at=started_at,
-        finished_at=_now_iso(),
-        result=result,
-        details=details,
-    )
+    report = build()
     json_path = run.write_json(json_name, report)
     html_path = run.file(html_name)
     html_path.write_text(render_html(report))
-    return VerifyResult(
-        report, decision.verdict, EXIT_CODES[decision.verdict], json_path, html_path
-    )
+    return VerifyResult(report, verdict, EXIT_CODES[verdict], json_path, html_path)
 
 
 READ_COMPLETE = "read_complete"

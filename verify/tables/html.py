@@ -1,0 +1,138 @@
+"""report.html of a table pipeline: what was compared and how, the settle, the bootstrap copy,
+and each anomaly's example with both regions' values side by side. One offline file (inline
+CSS, no scripts), as :mod:`verify.html_report`, whose anomaly table it reuses."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+from verify.html_report import anomaly_table
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "<em>absent</em>"
+    return f"<code>{escape(json.dumps(value, sort_keys=True))}</code>"
+
+
+def _position(change: Any) -> str:
+    if not isinstance(change, dict):
+        return ""
+    return escape(f"{change.get('event')} {change.get('shard')}#{change.get('sequence_number')}")
+
+
+def table_examples(report: dict[str, Any]) -> str:
+    """Each table anomaly's examples with both regions' values side by side."""
+    rows = ""
+    for kind, anomaly in report["anomalies"].items():
+        for e in anomaly["examples"]:
+            key = ", ".join(f"{k}={v}" for k, v in (e.get("key") or {}).items())
+            trace_a = e.get("source_trace") or e.get("trace") or ""
+            rows += (
+                f'<tr><td class="kind">{escape(kind)}</td><td>{escape(key)}</td>'
+                f"<td>{escape(str(e.get('explanation', e.get('reason', ''))))}</td>"
+                f"<td>{escape(trace_a)}<br>{_position(e.get('source_change'))}<br>"
+                f"{_value(e.get('source_value'))}</td>"
+                f"<td>{escape(e.get('target_trace') or '')}<br>"
+                f"{_position(e.get('target_version_change'))}<br>"
+                f"{_value(e.get('target_value'))}</td>"
+                f"<td>{_position(e.get('last_change'))}</td></tr>"
+            )
+    if not rows:
+        return "<p>No anomaly.</p>"
+    return (
+        '<table id="table-examples"><thead><tr><th>anomaly</th><th>key</th><th>why</th>'
+        "<th>region A: trace, stream position, item</th>"
+        "<th>region B: trace, where A's stream has that version, item</th>"
+        "<th>last change in A's stream</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    return "".join(
+        f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in pairs
+    )
+
+
+def table_section(report: dict[str, Any]) -> str:
+    """A table pipeline's comparison: what was compared, how, the settle, the bootstrap."""
+    details = report.get("details", {})
+    table = details.get("table") or {}
+    chunks = details.get("chunks") or {}
+    settle = details.get("settle") or {}
+    scans = details.get("scans") or {}
+    bootstrap = details.get("bootstrap")
+    compared = _rows([
+        ("table in region A", table.get("table_a")),
+        ("table in region B", table.get("table_b")),
+        ("key", ", ".join(table.get("key") or [])),
+        ("A's stream", table.get("stream_arn") or "none"),
+        ("items compared (both regions, by chunk digest)", details.get("items_compared")),
+        ("chunks (of the key hash)", chunks.get("chunks")),
+        ("chunks holding items / differing", f"{chunks.get('compared')} / "
+                                             f"{chunks.get('differing')}"),
+        ("items compared key by key (in differing chunks)",
+         chunks.get("items_compared_per_key")),
+        ("keys differing after the first read", settle.get("differing_after_first_compare")),
+        ("keys differing after settling", settle.get("differing_after_settle")),
+        ("waited for the target to settle (s)", settle.get("waited_s")),
+        ("settle passes / stopped by", f"{settle.get('passes')} / "
+                                       f"{settle.get('stopped_by', 'nothing left differing')}"),
+        ("changes read from A's stream", details.get("stream_changes_read")),
+        ("lag source", details.get("lag_source")),
+    ])  # fmt: skip
+    scan_rows = "".join(
+        f"<tr><td>{escape(side.upper())}</td><td>{escape(str(s.get('table')))}</td>"
+        f"<td>{s.get('items')}</td><td>{s.get('segments')}</td><td>{s.get('seconds')}</td>"
+        f"<td>{s.get('items_per_s')}</td><td>{s.get('throttles')}</td></tr>"
+        for side, s in scans.items()
+    )
+    if isinstance(bootstrap, dict):
+        boot = '<table id="bootstrap">' + _rows([(k, v) for k, v in bootstrap.items()]) + "</table>"
+    else:
+        boot = f"<p>{escape(str(bootstrap or 'not read'))}</p>"
+    return (
+        f'<h2>Table comparison</h2><table id="table-comparison">{compared}</table>'
+        '<h3>Scans</h3><table id="scans"><tr><th>region</th><th>table</th><th>items</th>'
+        "<th>segments</th><th>s</th><th>items/s</th><th>throttles</th></tr>"
+        f"{scan_rows}</table><h3>Bootstrap copy</h3>{boot}"
+        f"<h3>Anomaly examples, both regions' values</h3>{table_examples(report)}"
+    )
+
+
+def render_table_html(report: dict[str, Any]) -> str:
+    """report.html of a table pipeline: one offline file, no charts of streams it never read."""
+    verdict = report["verdict"]
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in report["reasons"])
+    counts = "".join(
+        f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in report["counts"].items()
+    )
+    notes = "".join(f"<li>{escape(str(n))}</li>" for n in report["details"].get("notes", []))
+    lag = " ".join(f"{k} {v}" for k, v in report["lag_ms"].items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>verify {escape(report["run_id"])}: {escape(verdict)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; }}
+.verdict-valid {{ color: #2a7a2a; }} .verdict-invalid {{ color: #b00; }}
+.verdict-unknown {{ color: #a60; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }} td, th {{ border: 1px solid #ccc;
+padding: 4px 8px; vertical-align: top; }} tr.bad td:first-child, td.kind {{ color: #b00;
+font-weight: bold; }} code {{ font-size: 11px; word-break: break-all; }}
+</style></head><body>
+<h1 class="verdict-{escape(verdict)}">Verdict: {escape(verdict)}</h1>
+<p>run {escape(report["run_id"])}, pipeline {escape(report["pipeline"])},
+verified {escape(str(report["started_at"]))} to {escape(str(report["finished_at"]))}</p>
+<ul>{reasons}</ul>
+<h2>Counts</h2><table>{counts}</table>
+<p>apply lag ms: {escape(lag)}</p>
+<p id="watermark">{escape(str(report["watermark"].get("statement") or ""))}</p>
+{table_section(report)}
+<h2>Anomalies</h2>
+{anomaly_table(report)}
+<h2>Notes</h2><ul>{notes}</ul>
+</body></html>
+"""
