@@ -96,6 +96,9 @@ def _lag_of(metrics: dict[str, Any]) -> dict[str, Any]:
     marks = [m for m in marks if isinstance(m, int)]
     return {
         "records_copied": totals.get("records_copied"),
+        # the dynamodb replicator: its bootstrap copy and the stream changes it applied
+        "items_copied": totals.get("bootstrap_items_copied"),
+        "changes_applied": totals.get("changes_applied"),
         "commit_lag_ms_max": max(lags) if lags else None,
         "millis_behind_latest_max": max(behind) if behind else None,
         "watermark_ms": max(marks) if marks else None,
@@ -299,10 +302,11 @@ class Orchestrator:
 
         def progress() -> None:
             lag = read_lag(state.run)
-            self.say(
-                f"  draining: {lag.get('records_copied') or 0} records copied, "
-                f"max lag {lag.get('commit_lag_ms_max')} ms"
-            )
+            done = f"{lag.get('records_copied') or 0} records copied"
+            if state.config.pipeline == "dynamodb":
+                done = (f"{lag.get('items_copied') or 0} items copied by the bootstrap, "
+                        f"{lag.get('changes_applied') or 0} changes applied")  # fmt: skip
+            self.say(f"  draining: {done}, max lag {lag.get('commit_lag_ms_max')} ms")
 
         return state.replicators.drain(self.options.drain_timeout_s, sleep, progress)
 

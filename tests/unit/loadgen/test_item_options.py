@@ -128,3 +128,14 @@ def test_read_lag_survives_other_metrics_shapes(tmp_path, metrics):
     run = runs.create_run(tmp_path, None)
     run.file(runs.METRICS_FILE).write_text(json.dumps(metrics))
     assert isinstance(read_lag(run), dict)
+
+
+def test_read_lag_reads_the_dynamodb_replicators_counters(tmp_path):
+    run = runs.create_run(tmp_path, None)
+    metrics = {"totals": {"bootstrap_items_copied": 2000, "changes_applied": 2313},
+               "workers": {"vm-1": {"pipeline": "dynamodb", "shards": {
+                   "s1": {"commit_lag_ms": 285, "millis_behind_latest": None}}}}}  # fmt: skip
+    run.file(runs.METRICS_FILE).write_text(json.dumps(metrics))
+    lag = read_lag(run)
+    assert (lag["items_copied"], lag["changes_applied"]) == (2000, 2313)
+    assert lag["commit_lag_ms_max"] == 285 and lag["shards"] == 1
