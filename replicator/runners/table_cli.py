@@ -197,7 +197,8 @@ class TableReplicator:
     def request_drain(self) -> None:
         if self.drain_at is None:
             self.drain_at = time.time()
-            self.files.log("drain_requested", during="bootstrap" if not self.gate_open else "apply")
+            if not self.gate_open:  # (the poller logs its own)
+                self.files.log("drain_requested", during="bootstrap")
         if self.gate_open:
             self.poller.request_drain(since=self.drain_at)
 
