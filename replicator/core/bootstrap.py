@@ -448,7 +448,7 @@ class Bootstrap:
                 self._report_wait(row)
             self.sleep(self.settings.wait_interval_s)
             return announced_wait
-        result = self._copy(info, taken)
+        result = self._copy(info, taken, previous=row.owner if row is not None else None)
         if result is not None:
             return result
         self.sleep(self.settings.wait_interval_s)  # lost the row: wait, maybe take it again
@@ -485,7 +485,9 @@ class Bootstrap:
 
     # ------------------------------------------------------------------ one tenure
 
-    def _copy(self, info: TableInfo, taken: Taken) -> BootstrapResult | None:
+    def _copy(
+        self, info: TableInfo, taken: Taken, previous: str | None = None
+    ) -> BootstrapResult | None:
         """Copy as owner until complete (a result), stopped (a result) or lost (None)."""
         s = self.settings
         row = taken.row
@@ -502,7 +504,7 @@ class Bootstrap:
             self._progress = {i: stored.get(i, SegmentProgress(i)) for i in range(segments)}
         resumed = {i: p.items for i, p in self._progress.items() if p.items or p.done}
         self.log("bootstrap_taken", owner=self.owner, counter=taken.counter, segments=segments,
-                 resumed_segments=resumed, previous_owner=row.owner or None,
+                 resumed_segments=resumed, previous_owner=previous,
                  estimated_items=info.item_count)  # fmt: skip
         lease = _Lease(self, taken.counter)
         started = self.clock_ms()
