@@ -491,3 +491,23 @@ def test_a_copy_that_died_after_its_last_segment_is_completed_by_its_successor()
     result = make(scanner, sink, store, clock, owner="b").run()
     assert result.outcome is Outcome.COPIED and result.copied_here == 0
     assert scanner.calls == scans and store.read().items_copied == 80
+
+
+def test_checkpoint_store_load_ignores_the_bootstrap_rows() -> None:
+    from replicator.adapters.dynamodb import DynamoCheckpointStore, decode_key, encode_key
+
+    rows = [
+        {"scope": {"S": "s"}, "shardId": {"S": "#bootstrap"}, "state": {"S": "copying"}},
+        {"scope": {"S": "s"}, "shardId": {"S": "#bootstrap/segment-0000"}, "items": {"N": "5"}},
+        {"scope": {"S": "s"}, "shardId": {"S": "#watermark"}, "watermarkMs": {"N": "1"}},
+        {"scope": {"S": "s"}, "shardId": {"S": "shardId-1"}, "sequenceNumber": {"S": "42"}},
+    ]
+
+    class Client:
+        def query(self, **kwargs):
+            return {"Items": rows}
+
+    loaded = DynamoCheckpointStore(Client(), "cp", "s").load()
+    assert list(loaded) == ["shardId-1"] and loaded["shardId-1"].sequence_number == "42"
+    key = {"pk": {"S": "a"}, "sk": {"B": b"\x00\xff"}, "n": {"N": "7"}}
+    assert decode_key(encode_key(key)) == key and decode_key(encode_key(None)) is None
