@@ -190,7 +190,7 @@ def test_bootstrap_races_live_writes_and_b_ends_equal_to_a(
     da, db = clients.client("dynamodb", Side.A), clients.client("dynamodb", Side.B)
     run_dir = tmp_path / "run"
     writer = Writer(da, names.items_table, seed=3)
-    process = start(command(config, run_dir, "w1", "--until-drained"), tmp_path / "w1.out")
+    process = start(command(config, run_dir, "w1"), tmp_path / "w1.out")
     try:
         writer.start()
         deadline = time.monotonic() + 30
@@ -199,6 +199,7 @@ def test_bootstrap_races_live_writes_and_b_ends_equal_to_a(
         time.sleep(2.0)
         writer.halt.set()
         writer.join(timeout=10)
+        process.send_signal(signal.SIGUSR1)  # as the orchestrator drains it once load stops
         code = process.wait(timeout=60)
     finally:
         writer.halt.set()
