@@ -11,8 +11,8 @@ from __future__ import annotations
 from xrh.drills.model import Action, Drill, Step
 
 # Every BatchWriteItem to B is slowed while the copy runs, so the kill lands in the middle of
-# it (a copy of the drill's items otherwise ends in about a second on the embedded endpoint).
-SLOW_COPY = "b:BatchWriteItem:latency=40"
+# it (a copy of the drill's items otherwise ends in a few seconds on the embedded endpoint).
+SLOW_COPY = "b:BatchWriteItem:latency=100"
 # Part of every batch left unprocessed and some requests throttled outright: the replicator
 # must retry exactly the unprocessed items, in order per key, and lose none.
 WRITE_THROTTLING = "b:BatchWriteItem:partial=0.3,b:BatchWriteItem:throttle=0.1"
@@ -35,6 +35,9 @@ DRILLS: tuple[Drill, ...] = (
             Step(0.15, Action.START_REPLICATOR),
             Step(0.2, Action.CLEAR_FAULTS),
         ),
+        # pages of 250 items, so the first owner has acknowledged some before it dies and the
+        # successor visibly resumes those segments instead of starting them again
+        replicator_args=("--scan-page-size", "250"),
         load_args=BOOTSTRAP,
         catches=("lost", "stale"),
     ),

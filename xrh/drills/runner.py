@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-per-user", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--settle-seconds", type=float, default=30.0)
+    parser.add_argument("--bootstrap-items", type=int, default=None,
+                        help="dynamodb: items loaded into A before the replicator starts "
+                        "(default: the drill's own, 20000)")  # fmt: skip
 
 
 def locustfile() -> Path:
@@ -71,7 +74,8 @@ def locustfile() -> Path:
 
 def _common_flags(args: argparse.Namespace) -> list[str]:
     flags = []
-    for dest, flag in (("pipeline", "--pipeline"), ("region_a", "--region-a"), ("region_b", "--region-b"),
+    for dest, flag in (("pipeline", "--pipeline"), ("region_a", "--region-a"),
+                       ("region_b", "--region-b"),
                        ("prefix", "--prefix"), ("shards", "--shards"),
                        ("runs_dir", "--runs-dir")):  # fmt: skip
         value = getattr(args, dest, None)
@@ -86,8 +90,12 @@ def command(args: argparse.Namespace, drill: Drill, replicator: str) -> list[str
         "-u", str(args.users), "-r", str(args.users), "-t", str(args.run_time),
         "--drill", drill.name, "--replicator", replicator,
         "--rate-per-user", str(args.rate_per_user), "--settle-seconds", str(args.settle_seconds),
-        *_common_flags(args), *drill.load_args,
+        *_common_flags(args),
     ]  # fmt: skip
+    # The drill's own load options (Drill.load_args) are taken by --drill for whatever is not
+    # given here; a value given here wins.
+    if getattr(args, "bootstrap_items", None) is not None:
+        cmd += ["--bootstrap-items", str(args.bootstrap_items)]
     if args.seed is not None:
         cmd += ["--seed", str(args.seed)]
     return cmd

@@ -55,10 +55,16 @@ def test_the_drill_command_carries_the_pipeline_and_the_drills_load_options():
 
     args = argparse.Namespace(users=4, run_time="12s", rate_per_user=20.0, settle_seconds=15.0,
                               seed=None, pipeline="dynamodb", region_a=None, region_b=None,
-                              prefix=None, shards=None, runs_dir=None)  # fmt: skip
-    cmd = command(args, get_drill("write-throttling", "dynamodb"), "reference")
+                              prefix=None, shards=None, runs_dir=None,
+                              bootstrap_items=None)  # fmt: skip
+    drill = get_drill("write-throttling", "dynamodb")
+    cmd = command(args, drill, "reference")
     assert cmd[cmd.index("--pipeline") + 1] == "dynamodb"
-    assert cmd[cmd.index("--bootstrap-items") + 1] == "20000"
+    assert cmd[cmd.index("--drill") + 1] == drill.name  # which brings its --bootstrap-items
+    assert "--bootstrap-items" not in cmd
+    args.bootstrap_items = 5000  # given: it wins over the drill's own
+    cmd = command(args, drill, "reference")
+    assert cmd[cmd.index("--bootstrap-items") + 1] == "5000"
 
 
 def test_an_unknown_drill_is_a_usage_error_naming_the_choices():
