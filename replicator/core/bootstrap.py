@@ -42,100 +42,62 @@ the heartbeat (conditional on owner and the counter it last saw, like a shard le
 write it makes, to B's table or to a segment row, is fenced by time
 (:class:`~replicator.core.fence.LeaseFence`): it writes only while its last confirmed heartbeat
 leaves more than the write timeout plus the clock skew, so a paused owner cannot write after a
-successor took over.
+successor took over. Rows, store seam and lease: :mod:`replicator.core.bootstrap_ownership`.
 
-One thread per segment (``Scan`` with ``Segment``/``TotalSegments``): each page is written
-through :class:`~replicator.core.table_writes.BatchWriter`, then, only once every item of the
-page is acknowledged (written, or dead-lettered with its data), the segment row records the
-page's ``LastEvaluatedKey`` and the running count. A crashed copy resumes each segment after
-its last recorded page (the page in flight is copied again, harmlessly) with the segment count
-it started with, and completes the row: ``copying`` -> ``complete`` with the items copied and
-the copy seconds. Items that can never be written go to the dead-letter sink with the item and
-the reason (as a table change, :class:`~replicator.core.batch.DeadLetterRecord`) and are
-counted, never dropped.
+One thread per segment copies pages and records each segment's progress only after the page is
+acknowledged (:mod:`replicator.core.bootstrap_segments`). A crashed copy resumes each segment
+after its last recorded page with the segment count it started with, and completes the row:
+``copying`` -> ``complete`` with the items copied and the copy seconds.
 
-Scanner, writer, stores, dead-letter sink, clock and sleep are passed in; the boto3 adapters are
-:class:`replicator.adapters.dynamodb.DynamoTableScanner` and ``DynamoBootstrapStore``.
+This module decides what to do (copy, wait, skip), runs one tenure as owner and reports
+progress. Scanner, writer, stores, dead-letter sink, clock and sleep are passed in; the boto3
+adapters are in :mod:`replicator.adapters.dynamodb_bootstrap`.
 """
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
 
-from replicator.core.batch import DeadLetterRecord, DeadLetterSink
-from replicator.core.changes import ChangeEvent, ChangeRecord
-from replicator.core.fence import LeaseFence
-from replicator.core.putrecords import Backoff
-from replicator.core.table_writes import BatchWriter, WriteRequest
-from replicator.errors import (
-    DeadLetterError,
-    LeaseLost,
-    ReplicatorError,
-    ReplicatorUsageError,
+from replicator.core.batch import DeadLetterSink
+from replicator.core.bootstrap_ownership import (
+    BOOTSTRAP_SEGMENT_PREFIX,
+    BOOTSTRAP_SHARD_ID,
+    BootstrapRow,
+    BootstrapState,
+    BootstrapStore,
+    CopyLease,
+    MemoryBootstrapStore,
+    SegmentProgress,
+    Taken,
+    segment_row_id,
 )
+from replicator.core.bootstrap_report import (
+    BootstrapProgress,
+    BootstrapResult,
+    Outcome,
+    retention_warning,
+)
+from replicator.core.bootstrap_segments import ScanPage, SegmentCopier, TableInfo, TableScanner
+from replicator.core.putrecords import Backoff
+from replicator.core.table_writes import BatchWriter
+from replicator.errors import LeaseLost, ReplicatorError, ReplicatorUsageError
+
+#: Importable from here as before the copy's ownership and engine had modules of their own.
+__all__ = [
+    "BOOTSTRAP_SEGMENT_PREFIX", "BOOTSTRAP_SHARD_ID", "NEW_IMAGE_VIEWS", "STREAM_RETENTION_MS",
+    "Bootstrap", "BootstrapError", "BootstrapPreconditionError", "BootstrapProgress",
+    "BootstrapResult", "BootstrapRow", "BootstrapSettings", "BootstrapState", "BootstrapStore",
+    "MemoryBootstrapStore", "Outcome", "ScanPage", "SegmentProgress", "TableInfo",
+    "TableScanner", "Taken", "segment_row_id",
+]  # fmt: skip
 
 #: DynamoDB Streams keeps records this long (REFERENCE.md).
 STREAM_RETENTION_MS = 24 * 3600 * 1000
 NEW_IMAGE_VIEWS = ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
-
-
-#: Row ids in the checkpoint table, equal to ``xrh.contracts.BOOTSTRAP_SHARD_ID`` and
-#: ``BOOTSTRAP_SEGMENT_PREFIX`` (the replicator package does not import ``xrh``; a test holds
-#: them equal, and this module's rows to :class:`xrh.contracts.BootstrapRow`).
-BOOTSTRAP_SHARD_ID = "#bootstrap"
-BOOTSTRAP_SEGMENT_PREFIX = "#bootstrap/segment-"
-
-
-def segment_row_id(segment: int) -> str:
-    return f"{BOOTSTRAP_SEGMENT_PREFIX}{segment:04d}"
-
-
-class BootstrapState(enum.Enum):
-    COPYING = "copying"  # a parallel scan copy is under way: live apply waits
-    COMPLETE = "complete"  # every segment copied: live apply replays the stream from its start
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapRow:
-    """The state row as :class:`xrh.contracts.BootstrapRow` reads it (same attributes:
-    ``state`` S, ``owner`` S, ``heartbeatMs`` N, ``startedAtMs`` N, ``completedAtMs`` N,
-    ``segments`` N, ``itemsCopied`` N, ``copySeconds`` N; and ``leaseCounter`` N, the fencing
-    token, which verify does not read)."""
-
-    state: BootstrapState
-    owner: str
-    heartbeat_ms: int
-    started_at_ms: int
-    segments: int
-    items_copied: int = 0
-    completed_at_ms: int | None = None
-    copy_seconds: float | None = None
-
-    @classmethod
-    def from_item(cls, item: dict[str, Any]) -> BootstrapRow:
-        """From a plain (deserialised) item."""
-
-        def num(name: str) -> float | None:
-            value = item.get(name)
-            return None if value is None else float(value)
-
-        completed = num("completedAtMs")
-        return cls(
-            state=BootstrapState(str(item["state"])),
-            owner=str(item.get("owner", "")),
-            heartbeat_ms=int(num("heartbeatMs") or 0),
-            started_at_ms=int(num("startedAtMs") or 0),
-            segments=int(num("segments") or 0),
-            items_copied=int(num("itemsCopied") or 0),
-            completed_at_ms=None if completed is None else int(completed),
-            copy_seconds=num("copySeconds"),
-        )
 
 
 class BootstrapError(ReplicatorError):
@@ -144,136 +106,6 @@ class BootstrapError(ReplicatorError):
 
 class BootstrapPreconditionError(BootstrapError, ReplicatorUsageError):
     """The source table cannot be bootstrapped as configured (no stream with new images)."""
-
-
-# --------------------------------------------------------------------------- seams
-
-
-@dataclass(frozen=True, slots=True)
-class TableInfo:
-    """What DescribeTable says of the source table."""
-
-    name: str
-    key_names: tuple[str, ...]  # hash key, then range key if any
-    item_count: int | None = None  # DescribeTable ItemCount: an estimate (updated ~6 hourly)
-    stream_view_type: str | None = None  # None: no stream enabled
-
-
-@dataclass(frozen=True, slots=True)
-class ScanPage:
-    items: list[dict[str, Any]]  # wire form
-    last_key: dict[str, Any] | None  # LastEvaluatedKey; None at the end of the segment
-
-
-class TableScanner(Protocol):
-    """Parallel Scan of the source table. ``scan`` retries throttling itself and raises a
-    ReplicatorError when it gives up. Must be safe to call from several threads at once."""
-
-    calls: int
-
-    def describe(self) -> TableInfo: ...
-
-    def scan(
-        self, segment: int, total_segments: int, start_key: dict[str, Any] | None
-    ) -> ScanPage: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentProgress:
-    """A segment row: ``lastKey`` (after the last acknowledged page), ``done``, ``items``."""
-
-    segment: int
-    last_key: dict[str, Any] | None = None
-    done: bool = False
-    items: int = 0  # items written to B from this segment (acknowledged pages only)
-    dead: int = 0  # items of this segment dead-lettered
-
-
-@dataclass(frozen=True, slots=True)
-class Taken:
-    """The state row as this owner took it, with the lease counter (fencing token)."""
-
-    row: BootstrapRow
-    counter: int
-
-
-class BootstrapStore(Protocol):
-    """The state row and segment rows in the target's checkpoint table (conditional writes).
-
-    - ``take``: create the row (``copying``, this owner, ``segments``) if absent, or take it
-      over while ``copying`` if its owner is this one or its heartbeat is older than
-      ``now_ms - lease_ms``; keeps ``startedAtMs`` and ``segments``; bumps the counter. None
-      when the condition failed (complete, or another live owner).
-    - ``renew``: heartbeat and ``itemsCopied``, conditional on owner, counter and ``copying``;
-      the new counter, or None if the row is not ours any more.
-    - ``save_segment``: a segment row; never moves backwards (``items`` grows, ``done`` stays).
-      False when the condition failed.
-    - ``complete``: ``copying`` -> ``complete`` conditional on owner and counter.
-    - ``release``: heartbeat 0 (a successor need not wait for the lease), conditional on owner.
-
-    Read or write failures raise ReplicatorError."""
-
-    calls: int
-
-    def read(self) -> BootstrapRow | None: ...
-
-    def segments(self) -> dict[int, SegmentProgress]: ...
-
-    def take(self, owner: str, now_ms: int, lease_ms: int, segments: int) -> Taken | None: ...
-
-    def renew(self, owner: str, now_ms: int, counter: int, items_copied: int) -> int | None: ...
-
-    def save_segment(self, progress: SegmentProgress) -> bool: ...
-
-    def complete(
-        self, owner: str, counter: int, now_ms: int, items_copied: int, copy_seconds: float
-    ) -> bool: ...
-
-    def release(self, owner: str, counter: int) -> bool: ...
-
-
-# --------------------------------------------------------------------------- results
-
-
-class Outcome(enum.Enum):
-    COPIED = "copied"  # this process completed the copy (or the last part of it)
-    ALREADY_COMPLETE = "already complete"  # the state row said complete
-    SKIPPED_LIVE = "skipped: live apply already ran"  # checkpoints without a bootstrap
-    STOPPED = "stopped"  # request_stop() before the copy completed
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapProgress:
-    items_copied: int  # every segment's acknowledged items (other owners' included)
-    estimated_total: int | None
-    rate: float  # items/s copied by this process since it took the copy
-    segments_done: int
-    segments: int
-    elapsed_s: float
-    owner: str | None = None  # who copies (another process while this one waits)
-    waiting: bool = False
-
-
-@dataclass(slots=True)
-class BootstrapResult:
-    outcome: Outcome
-    row: BootstrapRow | None = None
-    items_copied: int = 0  # total in the state row (all owners)
-    copied_here: int = 0  # by this process
-    dead: int = 0  # dead-lettered by this process
-    copy_seconds: float | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def open_gate(self) -> bool:
-        """Live apply may start."""
-        return self.outcome is not Outcome.STOPPED
-
-    @property
-    def items_per_s(self) -> float | None:
-        if not self.copy_seconds:
-            return None
-        return self.items_copied / self.copy_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,10 +175,11 @@ class Bootstrap:
         self.random = random or _random.random
         self.on_progress = on_progress
         self.log = log
-        self._lock = threading.Lock()
-        self._progress: dict[int, SegmentProgress] = {}
-        self._copied_here = 0
-        self._dead_here = 0
+        self.copier = SegmentCopier(
+            scanner=scanner, writer=writer, store=store, dead_letters=dead_letters,
+            source_region=source_region, target_region=target_region, halt=self._halt,
+            pause=self._pause, log=log,
+        )  # fmt: skip
         self.info: TableInfo | None = None
         self.result: BootstrapResult | None = None
         self.last_progress: BootstrapProgress | None = None
@@ -366,11 +199,11 @@ class Bootstrap:
     @property
     def copied_here(self) -> int:
         """Items this process wrote (acknowledged pages)."""
-        return self._copied_here
+        return self.copier.copied
 
     @property
     def dead_here(self) -> int:
-        return self._dead_here
+        return self.copier.dead
 
     def _publish(self, progress: BootstrapProgress) -> None:
         self.last_progress = progress
@@ -462,8 +295,8 @@ class Bootstrap:
             outcome,
             row,
             items_copied=row.items_copied if row else 0,
-            copied_here=self._copied_here,
-            dead=self._dead_here,
+            copied_here=self.copied_here,
+            dead=self.dead_here,
             copy_seconds=row.copy_seconds if row else None,
             warnings=list(warnings or []),
         )
@@ -500,18 +333,21 @@ class Bootstrap:
             self.log("bootstrap_segments_kept", segments=segments, requested=s.segments,
                      note="a copy resumes with the segment count it started with")  # fmt: skip
         stored = self.store.segments()
-        with self._lock:
-            self._progress = {i: stored.get(i, SegmentProgress(i)) for i in range(segments)}
-        resumed = {i: p.items for i, p in self._progress.items() if p.items or p.done}
+        self.copier.resume(segments, stored)
+        resumed = {i: p.items for i, p in self.copier.progress.items() if p.items or p.done}
         self.log("bootstrap_taken", owner=self.owner, counter=taken.counter, segments=segments,
                  resumed_segments=resumed, previous_owner=previous,
                  estimated_items=info.item_count)  # fmt: skip
-        lease = _Lease(self, taken.counter)
+        lease = CopyLease(
+            self.store, self.owner, taken.counter, lease_ms=s.lease_ms, guard_ms=s.guard_ms,
+            renew_interval_s=s.renew_interval_s, clock_ms=self.clock_ms, halt=self._halt,
+            log=self.log,
+        )  # fmt: skip
         started = self.clock_ms()
-        copied_at_start = self._copied_here
-        todo = [i for i, p in sorted(self._progress.items()) if not p.done]
+        copied_at_start = self.copied_here
+        todo = [i for i, p in sorted(self.copier.progress.items()) if not p.done]
         pool = ThreadPoolExecutor(max(1, len(todo)), thread_name_prefix="bootstrap-segment")
-        futures: list[Future[None]] = [pool.submit(self._segment, i, info, lease) for i in todo]
+        futures: list[Future[None]] = [pool.submit(self.copier.copy, i, info, lease) for i in todo]
         next_progress = 0.0
         try:
             while True:
@@ -525,11 +361,11 @@ class Bootstrap:
                         for other in futures:
                             other.cancel()
                         raise future.exception()  # type: ignore[misc]
-                lease.heartbeat(self._items_total())
+                lease.heartbeat(self.copier.items_total())
                 now = time.monotonic()
                 if now >= next_progress or not pending:
                     elapsed = max(1e-9, (self.clock_ms() - started) / 1000)
-                    self._emit(info, row, (self._copied_here - copied_at_start) / elapsed)
+                    self._emit(info, row, (self.copied_here - copied_at_start) / elapsed)
                     next_progress = now + s.progress_interval_s
                 if not pending:
                     break
@@ -540,21 +376,21 @@ class Bootstrap:
                      note="another process took the copy over; waiting for it")  # fmt: skip
             self.state = "waiting"
             return None
-        if not all(p.done for p in self._progress.values()):
+        if not self.copier.all_done():
             if self._stop.is_set():
                 try:
                     self.store.release(self.owner, lease.counter)
                 except ReplicatorError as exc:
                     self.log("bootstrap_release_failed", error=str(exc))
-                self.log("bootstrap_stopped", items_copied=self._items_total())
+                self.log("bootstrap_stopped", items_copied=self.copier.items_total())
                 return self._done(Outcome.STOPPED, None)
             return None  # pragma: no cover - a segment ends only when done, halted or failed
         return self._complete(info, row, lease)
 
     def _complete(
-        self, info: TableInfo, row: BootstrapRow, lease: _Lease
+        self, info: TableInfo, row: BootstrapRow, lease: CopyLease
     ) -> BootstrapResult | None:
-        items = self._items_total()
+        items = self.copier.items_total()
         failures = 0
         while True:
             now = self.clock_ms()
@@ -576,16 +412,10 @@ class Bootstrap:
             self.log("bootstrap_lost", owner=self.owner, note="lost the row before completing")
             return None
         warnings: list[str] = []
-        limit = self.settings.retention_ms - self.settings.retention_margin_ms
-        if seconds * 1000 > limit:
-            message = (
-                f"the bootstrap copy of {info.name} took {seconds:.0f} s, longer than the "
-                f"stream's retention ({self.settings.retention_ms / 3_600_000:g} h) minus a "
-                f"margin of {self.settings.retention_margin_ms / 3_600_000:g} h: changes made "
-                "early in the copy may have been trimmed from the stream before live apply "
-                "reads them, so the target MAY MISS CHANGES; compare the tables (xrh verify "
-                "--table) or copy again into an empty target"
-            )
+        message = retention_warning(
+            info.name, seconds, self.settings.retention_ms, self.settings.retention_margin_ms
+        )
+        if message is not None:
             warnings.append(message)
             self.log("bootstrap_retention_exceeded", copy_seconds=seconds, warning=message)
         complete = replace(
@@ -597,296 +427,19 @@ class Bootstrap:
             completed_at_ms=now,
             copy_seconds=seconds,
         )
-        self.log("bootstrap_complete", items_copied=items, copied_here=self._copied_here,
-                 dead_lettered=self._dead_here, copy_seconds=seconds,
+        self.log("bootstrap_complete", items_copied=items, copied_here=self.copied_here,
+                 dead_lettered=self.dead_here, copy_seconds=seconds,
                  items_per_s=round(items / seconds, 1) if seconds else None)  # fmt: skip
         return self._done(Outcome.COPIED, complete, warnings)
 
-    def _items_total(self) -> int:
-        with self._lock:
-            return sum(p.items for p in self._progress.values())
-
     def _emit(self, info: TableInfo, row: BootstrapRow, rate: float) -> None:
-        with self._lock:
-            items = sum(p.items for p in self._progress.values())
-            done = sum(1 for p in self._progress.values() if p.done)
         self._publish(
             BootstrapProgress(
-                items, info.item_count, rate, done, row.segments,
+                self.copier.items_total(), info.item_count, rate,
+                self.copier.segments_done(), row.segments,
                 max(0.0, (self.clock_ms() - row.started_at_ms) / 1000), owner=self.owner,
             )
         )  # fmt: skip
 
-    # ------------------------------------------------------------------ one segment
-
     def _pause(self, failures: int) -> None:
         self.sleep(self.settings.retry.delay(failures, self.random()))
-
-    def _segment(self, segment: int, info: TableInfo, lease: _Lease) -> None:
-        """Copy one segment page by page until done, halted or the lease is lost."""
-        with self._lock:
-            progress = self._progress[segment]
-        total = len(self._progress)
-        failures = 0
-        while not self._halt.is_set():
-            try:
-                page = self.scanner.scan(segment, total, progress.last_key)
-            except ReplicatorError as exc:
-                failures += 1
-                self.log("bootstrap_scan_failed", segment=segment, error=str(exc))
-                self._pause(failures)
-                continue
-            position = progress.items + progress.dead
-            written, dead = self._write_page(segment, position, info, page, lease)
-            if written is None:
-                return  # halted with the page unacknowledged: a successor copies it again
-            after = SegmentProgress(
-                segment, page.last_key, page.last_key is None,
-                progress.items + written, progress.dead + dead,
-            )  # fmt: skip
-            if not self._save(after, lease):
-                return
-            with self._lock:
-                self._progress[segment] = progress = after
-                self._copied_here += written
-                self._dead_here += dead
-            failures = 0
-            if after.done:
-                return
-
-    def _write_page(
-        self, segment: int, position: int, info: TableInfo, page: ScanPage, lease: _Lease
-    ) -> tuple[int | None, int]:
-        """Write every item of the page: (written, dead), or (None, 0) if halted first."""
-        keys = info.key_names
-        pending = [WriteRequest({k: item[k] for k in keys}, item) for item in page.items]
-        written = dead = failures = 0
-        while pending:
-            if self._halt.is_set():
-                return None, 0
-            report = self.writer.write(pending, guard=lease.check)
-            written += report.written
-            if report.dead:
-                letters = [
-                    self._letter(info, segment, position, r, reason) for r, reason in report.dead
-                ]
-                if not self._dead_letter(letters):
-                    return None, 0
-                dead += len(letters)
-            pending = report.unwritten
-            if pending:
-                if isinstance(report.fenced, LeaseLost):
-                    return None, 0
-                failures += 1
-                self.log("bootstrap_page_retry", segment=segment, unwritten=len(pending),
-                         error=str(report.fenced or report.error))  # fmt: skip
-                self._pause(failures)
-        return written, dead
-
-    def _letter(
-        self, info: TableInfo, segment: int, position: int, request: WriteRequest, reason: str
-    ) -> DeadLetterRecord:
-        """A dead item as the dead-letter sink stores a table change: the scanned item as an
-        INSERT's new image, "shard" ``#bootstrap/segment-NNNN`` and, as its sequence number,
-        the page's position in the segment (a page copied again overwrites its letters)."""
-        change = ChangeRecord(
-            segment_row_id(segment), str(position), ChangeEvent.INSERT, request.key,
-            request.item, None,
-        )  # fmt: skip
-        kind, _, detail = reason.partition(": ")
-        return DeadLetterRecord(
-            change, info.name, self.source_region, self.target_region, kind, detail or reason
-        )
-
-    def _dead_letter(self, letters: list[DeadLetterRecord]) -> bool:
-        failures = 0
-        while not self._halt.is_set():
-            try:
-                self.dead_letters.put(letters)
-            except DeadLetterError as exc:
-                failures += 1
-                self.log("bootstrap_dead_letter_failed", error=str(exc))
-                self._pause(failures)
-                continue
-            for letter in letters:
-                self.log("bootstrap_dead_lettered", key=letter.record.keys,
-                         reason=letter.reason, detail=letter.detail)  # fmt: skip
-            return True
-        return False
-
-    def _save(self, after: SegmentProgress, lease: _Lease) -> bool:
-        failures = 0
-        while not lease.lost:  # a page written before a stop is still recorded
-            try:
-                lease.check()
-                if self.store.save_segment(after):
-                    return True
-                self.log("bootstrap_segment_conflict", segment=after.segment,
-                         note="the segment row is ahead: another owner copies it")  # fmt: skip
-                lease.lose()
-                return False
-            except LeaseLost:
-                return False
-            except ReplicatorError as exc:
-                failures += 1
-                self.log("bootstrap_progress_failed", segment=after.segment, error=str(exc))
-                if self._halt.is_set():
-                    return False
-                self._pause(failures)
-        return False
-
-
-class _Lease:
-    """The state row as a lease: renewed by the main thread, checked before every write by
-    the segment threads (one lock: two renewals with the same counter would fence us out)."""
-
-    def __init__(self, owner: Bootstrap, counter: int) -> None:
-        self.b = owner
-        self.lock = threading.Lock()
-        self.items = 0
-        s = owner.settings
-        self.fence = LeaseFence(
-            "#bootstrap",
-            counter=counter,
-            expires_at_ms=owner.clock_ms() + s.lease_ms,
-            duration_ms=s.lease_ms,
-            guard_ms=s.guard_ms,
-            renew=self._renew,
-            clock_ms=owner.clock_ms,
-        )
-        self.last_renew_ms = owner.clock_ms()
-
-    @property
-    def counter(self) -> int:
-        return self.fence.counter
-
-    @property
-    def lost(self) -> bool:
-        return self.fence.lost
-
-    def lose(self) -> None:
-        self.fence.mark_lost()
-        self.b._halt.set()
-
-    def _renew(self, now_ms: int, seen: int) -> int | None:
-        return self.b.store.renew(self.b.owner, now_ms, seen, self.items)
-
-    def check(self) -> int:
-        """The guard of every write: raises LeaseLost / LeaseUnconfirmed (retry later)."""
-        with self.lock:
-            try:
-                return self.fence.check()
-            except LeaseLost:
-                self.b._halt.set()
-                raise
-
-    def heartbeat(self, items: int) -> None:
-        """The regular renewal (every ``renew_interval_s``), carrying the items copied."""
-        interval_ms = self.b.settings.renew_interval_s * 1000
-        if self.fence.lost or self.b.clock_ms() - self.last_renew_ms < interval_ms:
-            return
-        with self.lock:
-            self.items = items
-            now = self.b.clock_ms()
-            try:
-                counter = self._renew(now, self.fence.counter)
-            except ReplicatorError as exc:
-                self.b.log("bootstrap_heartbeat_failed", error=str(exc))
-                return
-            self.last_renew_ms = now
-            if counter is None:
-                self.fence.mark_lost()
-                self.b._halt.set()
-            else:
-                self.fence.renewed(counter, now + self.b.settings.lease_ms)
-
-
-# --------------------------------------------------------------------------- in-memory store
-
-
-class MemoryBootstrapStore:
-    """BootstrapStore in memory, with the conditions of the DynamoDB adapter (for tests)."""
-
-    def __init__(self) -> None:
-        self.row: dict[str, Any] | None = None
-        self.rows: dict[int, SegmentProgress] = {}
-        self.calls = 0
-        self.saves: list[SegmentProgress] = []
-        self._lock = threading.Lock()
-
-    def read(self) -> BootstrapRow | None:
-        with self._lock:
-            self.calls += 1
-            return None if self.row is None else BootstrapRow.from_item(self.row)
-
-    def segments(self) -> dict[int, SegmentProgress]:
-        with self._lock:
-            self.calls += 1
-            return dict(self.rows)
-
-    def take(self, owner: str, now_ms: int, lease_ms: int, segments: int) -> Taken | None:
-        with self._lock:
-            self.calls += 1
-            row = self.row
-            if row is not None and not (
-                row["state"] == BootstrapState.COPYING.value
-                and (row["owner"] == owner or row["heartbeatMs"] < now_ms - lease_ms)
-            ):
-                return None
-            if row is None:
-                row = self.row = {"startedAtMs": now_ms, "segments": segments, "leaseCounter": 0,
-                                  "itemsCopied": 0}  # fmt: skip
-            row.update(state=BootstrapState.COPYING.value, owner=owner, heartbeatMs=now_ms)
-            row["leaseCounter"] += 1
-            return Taken(BootstrapRow.from_item(row), row["leaseCounter"])
-
-    def _mine(self, owner: str, counter: int) -> bool:
-        row = self.row
-        return (
-            row is not None
-            and row["state"] == BootstrapState.COPYING.value
-            and row["owner"] == owner
-            and row["leaseCounter"] == counter
-        )
-
-    def renew(self, owner: str, now_ms: int, counter: int, items_copied: int) -> int | None:
-        with self._lock:
-            self.calls += 1
-            if not self._mine(owner, counter):
-                return None
-            assert self.row is not None
-            self.row.update(heartbeatMs=now_ms, itemsCopied=items_copied)
-            self.row["leaseCounter"] += 1
-            return self.row["leaseCounter"]
-
-    def save_segment(self, progress: SegmentProgress) -> bool:
-        with self._lock:
-            self.calls += 1
-            old = self.rows.get(progress.segment)
-            if old is not None and (old.done or old.items > progress.items):
-                return False
-            self.rows[progress.segment] = progress
-            self.saves.append(progress)
-            return True
-
-    def complete(
-        self, owner: str, counter: int, now_ms: int, items_copied: int, copy_seconds: float
-    ) -> bool:
-        with self._lock:
-            self.calls += 1
-            if not self._mine(owner, counter):
-                return False
-            assert self.row is not None
-            self.row.update(state=BootstrapState.COMPLETE.value, heartbeatMs=now_ms,
-                            completedAtMs=now_ms, itemsCopied=items_copied,
-                            copySeconds=copy_seconds)  # fmt: skip
-            return True
-
-    def release(self, owner: str, counter: int) -> bool:
-        with self._lock:
-            self.calls += 1
-            if not self._mine(owner, counter):
-                return False
-            assert self.row is not None
-            self.row["heartbeatMs"] = 0
-            return True
