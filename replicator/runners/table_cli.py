@@ -345,11 +345,8 @@ def _check_source(scanner: Any, source_region: str) -> None:
 
 def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) -> TableReplicator:
     """Wire the dynamodb pipeline's replicator from boto3 adapters (also used by the tests)."""
-    from replicator.adapters.dynamodb import (
-        DynamoBootstrapStore,
-        DynamoCheckpointStore,
-        DynamoTableScanner,
-    )
+    from replicator.adapters.dynamodb import DynamoCheckpointStore
+    from replicator.adapters.dynamodb_bootstrap import DynamoBootstrapStore, DynamoTableScanner
     from replicator.adapters.leases import LeaseTable
     from replicator.adapters.s3 import S3DeadLetterSink
     from replicator.adapters.streams import DynamoStreamReader

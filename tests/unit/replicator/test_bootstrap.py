@@ -494,7 +494,8 @@ def test_a_copy_that_died_after_its_last_segment_is_completed_by_its_successor()
 
 
 def test_checkpoint_store_load_ignores_the_bootstrap_rows() -> None:
-    from replicator.adapters.dynamodb import DynamoCheckpointStore, decode_key, encode_key
+    from replicator.adapters.dynamodb import DynamoCheckpointStore
+    from replicator.adapters.dynamodb_bootstrap import decode_key, encode_key
 
     rows = [
         {"scope": {"S": "s"}, "shardId": {"S": "#bootstrap"}, "state": {"S": "copying"}},
