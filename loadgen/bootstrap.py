@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 from loadgen.dynamodb_sink import DynamoItemSink
 from loadgen.errors import OrchestrationError
-from loadgen.items import MAX_GROUP, Group, ItemSettings, ItemWrite, ItemWriter, item_of
+from loadgen.item_writes import MAX_GROUP, Group, ItemWrite, item_of
+from loadgen.items import ItemSettings, ItemWriter
 from loadgen.ledger import LedgerSink
 from loadgen.options import LoadOptions
-from loadgen.producers import ProducerStats
+from loadgen.producer_base import ProducerStats
 from xrh.config import HarnessConfig, Side
 from xrh.resources import ResourceNames
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import LoadgenUsageError
-from loadgen.items import DEFAULT_OPS, ops_text, parse_ops
+from loadgen.item_writes import DEFAULT_OPS, ops_text, parse_ops
 from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
 from loadgen.templates import Template, compile_template, load_template_option
 from xrh.drills import Drill, get_drill

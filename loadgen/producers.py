@@ -2,7 +2,8 @@
 write every attempt to the ledger. Plain Python (no locust), so it is tested directly.
 
 Batching: records collect in a buffer that is sent when it holds ``batch_size`` records or its
-oldest record has waited ``linger_s``. Sending goes through
+oldest record has waited ``linger_s`` (:class:`loadgen.producer_base.BufferedProducer`, shared
+with the dynamodb pipeline's item producer). Sending goes through
 :class:`replicator.core.putrecords.PutRecordsSender` (the replicator's own engine), so per-key
 order under partial failure and retries of only the failed entries follow the same rules.
 A producer does not resend a request whose outcome is unknown: it records ``unknown``.
@@ -21,7 +22,6 @@ the request in flight finishes and :meth:`Producer.close` sends the final batch.
 from __future__ import annotations
 
 import random as _random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 
 from loadgen.keyspace import Keyspace
 from loadgen.ledger import LedgerSink
+from loadgen.producer_base import COMMIT_TS_FIELD, BufferedProducer, LedgerRows
 from loadgen.templates import Renderer
 from replicator.core.putrecords import (
     AttemptEvent,
@@ -41,9 +42,8 @@ from replicator.core.putrecords import (
     PutRecordsSender,
     PutRecordsSink,
 )
-from xrh.contracts import LedgerStatus, parse_iso_ms
+from xrh.contracts import LedgerStatus
 
-_COMMIT_TS = re.compile(r'"commitTimestamp"\s*:\s*"([^"]*)"')
 _OK = AttemptOutcome.OK
 _OK_STATUS = LedgerStatus.OK.value
 _STATUS = {
@@ -84,16 +84,7 @@ class RecordRef(NamedTuple):
     commit_ts: int | None
 
 
-@dataclass(slots=True)
-class ProducerStats:
-    records: int = 0  # rendered and handed to the engine
-    acknowledged: int = 0  # entries whose final state is written
-    failed: int = 0
-    unknown: int = 0
-    requests: int = 0
-
-
-class Producer:
+class Producer(BufferedProducer[PutEntry]):
     """One producer (one Locust user, or one benchmark loop): ``<producer id>-<seq>`` traces."""
 
     def __init__(
@@ -113,30 +104,19 @@ class Producer:
         """``route``: called as each request begins, pins it to a region and returns the
         region's name for its ledger rows (:class:`loadgen.routing.RoutedSink.pin`); without
         it every request goes to ``settings.region``."""
-        self.id = producer_id
+        super().__init__(producer_id, settings, ledger, clock)
         self._route = route
-        self.settings = settings
         self._render = renderer.render
         self._keyspace = keyspace
-        self._ledger = ledger
-        self._clock = clock
         self._sender = PutRecordsSender(
             sink, settings.stream, limits=settings.limits, backoff=settings.backoff,
             sleep=sleep, random=random, clock=clock, observer=self._observe,
             retry_unknown=False,
         )  # fmt: skip
-        self._buffer: list[PutEntry] = []
-        self._oldest: float | None = None
-        self._seq = 0
-        self._ts_cache: tuple[str, int | None] = ("", None)
-        self._rows: list[tuple] = []
+        self._rows = LedgerRows(ledger)
         self._where = (settings.pipeline, settings.region, settings.stream)
         self._ms_cache: tuple[float, float, int, int] = (-1.0, -1.0, 0, 0)
         self._last_event: dict[int, AttemptEvent] = {}
-        self.stats = ProducerStats()
-        self.closed = False
-        self.interrupted = False  # a request was cut off: send nothing more
-        ledger.register(producer_id)
 
     # ----------------------------------------------------------------- records
 
@@ -160,38 +140,11 @@ class Producer:
             payload = render(key, trace, now_ms)
             ref = RecordRef(trace, seq, pkey, commit_ts(payload))
             append(PutEntry(pkey, payload.encode(), None, ref))
-        if self._oldest is None:
-            self._oldest = now
-        self.stats.records += count
+        self._buffered_now(now, count)
 
     def _commit_ts(self, payload: str) -> int | None:
-        match = _COMMIT_TS.search(payload)
-        if match is None:
-            return None
-        text = match.group(1)
-        if text == self._ts_cache[0]:
-            return self._ts_cache[1]
-        try:
-            value: int | None = parse_iso_ms(text)
-        except ValueError:
-            value = None
-        self._ts_cache = (text, value)
-        return value
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    def due(self) -> bool:
-        """The buffer is full, or its oldest record waited ``linger_s``."""
-        if len(self._buffer) >= self.settings.batch_size:
-            return True
-        return self._oldest is not None and self._clock() - self._oldest >= self.settings.linger_s
-
-    def linger_left(self) -> float:
-        if self._oldest is None:
-            return self.settings.linger_s
-        return max(0.0, self.settings.linger_s - (self._clock() - self._oldest))
+        match = COMMIT_TS_FIELD.search(payload)
+        return None if match is None else self._parsed_commit_ts(match.group(1))
 
     # ----------------------------------------------------------------- sending
 
@@ -226,7 +179,7 @@ class Producer:
                     reason = outcome.reason or outcome.status.value
                     self._row(outcome.entry, ref, 1, LedgerStatus.FAIL.value, None, None,
                               None, None, f"not sent ({outcome.status.value}): {reason}")  # fmt: skip
-        self._emit_rows()
+        self._rows.emit()
 
     def _interrupted(self, batch: list[PutEntry]) -> None:
         """The request was cut off (GreenletExit, KeyboardInterrupt): unknown unless known.
@@ -242,7 +195,7 @@ class Producer:
             self._row(entry, entry.ref, attempt, LedgerStatus.UNKNOWN.value, None, None,  # type: ignore[arg-type]
                       None, None, "interrupted: the run stopped during the request")  # fmt: skip
             self.stats.unknown += 1
-        self._emit_rows()
+        self._rows.emit()
 
     def _observe(self, event: AttemptEvent) -> None:
         self._last_event[event.index] = event
@@ -252,7 +205,7 @@ class Producer:
             if invoked != self._ms_cache[0] or completed != self._ms_cache[1]:
                 self._ms_cache = (invoked, completed, int(invoked * 1000), int(completed * 1000))
             cache = self._ms_cache
-            self._rows.append(
+            self._rows.pending.append(
                 (ref.trace, self.id, ref.seq, event.attempt, *self._where,
                  event.entry.partition_key, ref.key, ref.commit_ts, "put", _OK_STATUS,
                  event.shard_id, event.sequence_number, cache[2], cache[3], None)
@@ -274,42 +227,19 @@ class Producer:
     ) -> None:  # fmt: skip
         """One ledger row, a plain tuple in :data:`loadgen.ledger.COLUMNS` order."""
         now = self._clock() if invoked is None or completed is None else 0.0
-        self._rows.append(
+        self._rows.pending.append(
             (ref.trace, self.id, ref.seq, attempt, *self._where, entry.partition_key, ref.key,
              ref.commit_ts, "put", status, shard, sequence,
              int((invoked if invoked is not None else now) * 1000),
              int((completed if completed is not None else now) * 1000), error)
         )  # fmt: skip
 
-    def _emit_rows(self) -> None:
-        if self._rows:
-            rows, self._rows = self._rows, []
-            self._ledger.write(rows)
-
-    def close(self) -> None:
-        """Send what is buffered and tell the ledger this producer's final batch is in.
-
-        After an interrupted request nothing more is sent (the stop must stay bounded): what
-        is still buffered gets one ``fail`` row each, "not sent"."""
-        if self.closed:
-            return
-        try:
-            if not self.interrupted:
-                self.flush()
-        finally:
-            try:
-                self._not_sent("not sent: the run stopped before it was sent")
-            finally:
-                self.closed = True
-                self._ledger.final(self.id)
-
-    def _not_sent(self, reason: str) -> None:
-        buffered, self._buffer, self._oldest = self._buffer, [], None
+    def _not_sent(self, buffered: list[PutEntry], reason: str) -> None:
         for entry in buffered:
             self._row(entry, entry.ref, 1, LedgerStatus.FAIL.value, None, None, None, None,  # type: ignore[arg-type]
                       reason)  # fmt: skip
         self.stats.failed += len(buffered)
-        self._emit_rows()
+        self._rows.emit()
 
 
 class Pacer:

@@ -18,7 +18,8 @@ import pytest
 
 from loadgen.bootstrap import load_bootstrap
 from loadgen.dynamodb_sink import DynamoItemSink
-from loadgen.items import ItemProducer, ItemSettings, parse_ops
+from loadgen.item_writes import parse_ops
+from loadgen.items import ItemProducer, ItemSettings
 from loadgen.keyspace import KeyspaceSpec
 from loadgen.ledger import LedgerWriter
 from loadgen.options import load_options

@@ -13,16 +13,8 @@ from pathlib import Path
 import pytest
 
 from loadgen.dynamodb_sink import ItemRequestError, classify
-from loadgen.items import (
-    Group,
-    ItemProducer,
-    ItemSettings,
-    ItemWrite,
-    Single,
-    attribute,
-    parse_ops,
-    plan,
-)
+from loadgen.item_writes import Group, ItemWrite, Single, attribute, parse_ops, plan
+from loadgen.items import ItemProducer, ItemSettings
 from loadgen.keyspace import KeyspaceSpec
 from loadgen.ledger import LedgerWriter
 from loadgen.producers import Pacer, ProducerLoop
