@@ -38,7 +38,8 @@ from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 from loadgen.context import LoadContext
 from loadgen.ledger import MESSAGE_TYPE, LedgerForwarder
 from loadgen.options import LOAD_PIPELINES, LoadOptions, add_options, load_options, wire_options
-from loadgen.orchestrator import Orchestrator, config_from_wire, config_to_wire, read_lag
+from loadgen.orchestrator import Orchestrator, config_from_wire, config_to_wire
+from loadgen.shapes import shape_at
 from xrh.config import Side, add_common_options, config_from_options
 from xrh.errors import EXIT_UNKNOWN, EXIT_USAGE, HarnessError, UsageError
 
@@ -202,28 +203,17 @@ KinesisProducerUser = ProducerUser  # its name before the dynamodb pipeline (kep
 
 
 class XrhShape(LoadTestShape):
-    """``--load-shape``: steady (-u users), step (a quarter more every quarter of --run-time),
-    spike (a quarter of the users, all of them in the middle fifth). Stops at --run-time."""
+    """``--load-shape`` as Locust's load shape (the curves: :func:`loadgen.shapes.shape_at`)."""
 
     use_common_options = True
 
     def tick(self) -> tuple[int, float] | None:
         opts = self.runner.environment.parsed_options
         users = int(getattr(opts, "num_users", None) or 1)
-        rate = float(getattr(opts, "spawn_rate", None) or users)
-        run_time = getattr(opts, "run_time", None)
-        t = self.get_run_time()
-        if run_time and t >= run_time:
-            return None
-        shape = str(getattr(opts, "load_shape", "steady") or "steady")
-        period = float(run_time or 60)
-        if shape == "step":
-            level = min(4, int(t / (period / 4)) + 1)
-            return max(1, users * level // 4), rate
-        if shape == "spike":
-            phase = (t % period) / period
-            return (users, max(rate, users)) if 0.4 <= phase < 0.6 else (max(1, users // 4), rate)
-        return users, rate
+        return shape_at(
+            str(getattr(opts, "load_shape", "steady") or "steady"), self.get_run_time(), users,
+            float(getattr(opts, "spawn_rate", None) or users), getattr(opts, "run_time", None),
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------ event listeners
@@ -284,9 +274,9 @@ def _on_init(environment: Any, **_: Any) -> None:
     else:
         node.orchestrator.write_to = lambda side: _write_to(node, side)
     if environment.web_ui is not None:
-        from loadgen.webui import install
+        from loadgen.webui import install, run_status
 
-        install(environment.web_ui.app, lambda: _status(node))
+        install(environment.web_ui.app, lambda: run_status(node.orchestrator, node.error))
 
 
 def ctrl_c_to_main_greenlet() -> None:
@@ -317,24 +307,6 @@ def _on_ledger_message(environment: Any, msg: Any, **_: Any) -> None:
             node.say(f"ledger rows from {msg.data.get('worker')} arrived with no run in progress")
         return
     state.collector.on_message(msg.data)
-
-
-def _status(node: Node) -> dict[str, Any]:
-    orch = node.orchestrator
-    state = orch.state or orch.last if orch else None
-    out: dict[str, Any] = {"running": bool(orch and orch.state), "error": node.error}
-    if state is not None:
-        out.update(run=state.run.run_id, stream=orch.stream if orch else None,
-                   lag=read_lag(state.run), ledger=state.ledger.counts, verdict=state.verdict,
-                   exit_code=state.exit_code)  # fmt: skip
-        if state.report:
-            out["report"] = {
-                k: state.report.get(k) for k in ("verdict", "reasons", "counts", "lag_ms")
-            }
-            out["anomalies"] = {
-                k: v.get("count") for k, v in (state.report.get("anomalies") or {}).items()
-            }
-    return out
 
 
 def _on_test_start(environment: Any, **_: Any) -> None:

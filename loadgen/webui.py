@@ -7,7 +7,12 @@ once verify has run, the verdict with its counts. Plain Flask routes on Locust's
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from loadgen.orchestrator import read_lag
+
+if TYPE_CHECKING:
+    from loadgen.orchestrator import Orchestrator
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>xrh replication</title>
@@ -47,6 +52,25 @@ async function tick(){
 setInterval(tick,1000); tick();
 </script></body></html>
 """
+
+
+def run_status(orch: Orchestrator | None, error: str | None) -> dict[str, Any]:
+    """What ``/xrh/status.json`` answers: the run in progress (else the last one), its ledger
+    counts and lag, and once verify has run its verdict, reasons and anomaly counts."""
+    state = orch.state or orch.last if orch else None
+    out: dict[str, Any] = {"running": bool(orch and orch.state), "error": error}
+    if state is not None:
+        out.update(run=state.run.run_id, stream=orch.stream if orch else None,
+                   lag=read_lag(state.run), ledger=state.ledger.counts, verdict=state.verdict,
+                   exit_code=state.exit_code)  # fmt: skip
+        if state.report:
+            out["report"] = {
+                k: state.report.get(k) for k in ("verdict", "reasons", "counts", "lag_ms")
+            }
+            out["anomalies"] = {
+                k: v.get("count") for k, v in (state.report.get("anomalies") or {}).items()
+            }
+    return out
 
 
 def install(app: Any, status: Callable[[], dict[str, Any]]) -> None:
