@@ -5,7 +5,6 @@ both regions' streams (followed until the target settles) and the dead letters. 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,13 +24,11 @@ from verify.dead_letters import read_bucket
 from verify.errors import EndpointUnreachable
 from verify.follower import StreamFollower, catch_up
 from verify.kinesis_reader import error_code, is_connection_error
+from verify.ledger_file import load_ledger_file
 from verify.model import StoreSide
 from verify.store import Store
 from xrh import runs
 from xrh.config import HarnessConfig, Side
-from xrh.contracts import (
-    LEDGER_COMPLETE_KEY,
-)
 from xrh.resources import ResourceNames
 
 DEFAULT_SETTLE_S = 30.0
@@ -62,24 +59,10 @@ def load_ledger(
     store: Store, path: Path, stream: str, notes: list[str], region_b: str | None = None
 ) -> str | None:
     """Import the ledger; returns a reason when it is incomplete (verdict unknown)."""
-    if not path.exists():
-        notes.append("no ledger.sqlite: source and target compared without a ledger")
-        return None
-    try:
-        rows = store.import_ledger(path, stream, region_b)
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            meta = db.execute(
-                "SELECT value FROM ledger_meta WHERE name = ?", (LEDGER_COMPLETE_KEY,)
-            ).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        return f"ledger {path} could not be read ({exc}): verdict unknown"
-    notes.append(f"ledger: {rows} write attempts at stream {stream}")
-    if meta is None or meta[0] != "1":
-        return f"ledger {path} is not marked complete (ledger_meta.complete != '1')"
-    return None
+    return load_ledger_file(
+        path, notes, lambda ledger: store.import_ledger(ledger, stream, region_b),
+        target=f"stream {stream}", absent="source and target compared without a ledger",
+    )  # fmt: skip
 
 
 def load_claims(

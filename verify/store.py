@@ -183,20 +183,18 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
-    def import_ledger(self, ledger_path: Path, stream: str, region_b: str | None = None) -> int:
-        """Copy the attempts at ``stream`` from a ledger.sqlite (opened read-only); attempts
-        whose region is ``region_b`` were written to region B (after a failover)."""
-        source = sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True)
-        try:
-            cursor = source.execute(
-                "SELECT trace, status, partition_key, key, commit_ts, shard_id, "
-                "sequence_number, CASE WHEN region = ? THEN 'b' ELSE 'a' END "
-                "FROM ledger WHERE target = ? OR target LIKE ?",
-                (region_b, stream, f"%/{stream}"),
-            )
-            return self.add_ledger_rows(cursor)
-        finally:
-            source.close()
+    def import_ledger(self, ledger: sqlite3.Connection, stream: str,
+                      region_b: str | None = None) -> int:  # fmt: skip
+        """Copy the attempts at ``stream`` from an open ledger.sqlite
+        (:func:`verify.ledger_file.load_ledger_file`); attempts whose region is ``region_b``
+        were written to region B (after a failover)."""
+        cursor = ledger.execute(
+            "SELECT trace, status, partition_key, key, commit_ts, shard_id, "
+            "sequence_number, CASE WHEN region = ? THEN 'b' ELSE 'a' END "
+            "FROM ledger WHERE target = ? OR target LIKE ?",
+            (region_b, stream, f"%/{stream}"),
+        )
+        return self.add_ledger_rows(cursor)
 
     def add_observed_claims(self, rows: Iterable[tuple], origin: str = "claims.jsonl") -> None:
         """Rows of (claimed_at_ms, seen_at_ms, watermark_ms, replicator_id, source_side)."""

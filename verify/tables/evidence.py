@@ -13,13 +13,13 @@ from typing import Any
 
 from verify.errors import EndpointUnreachable
 from verify.kinesis_reader import error_code, is_connection_error
+from verify.ledger_file import load_ledger_file
 from verify.table_reader import key_json
 from verify.tables.store import TableStore
 from xrh.config import HarnessConfig, Side
 from xrh.contracts import (
     BOOTSTRAP_SHARD_ID,
     ITEM_KEY,
-    LEDGER_COMPLETE_KEY,
     BootstrapRow,
     checkpoint_scope,
 )
@@ -33,32 +33,20 @@ def import_ledger(
 ) -> str | None:
     """The ledger's attempts at ``table`` into the store; a reason when the ledger is
     incomplete or unreadable (verdict unknown), else None."""
-    if not path.exists():
-        notes.append("no ledger.sqlite: the tables compared without a ledger")
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            cursor = db.execute(
-                "SELECT trace, partition_key, op, status, commit_ts FROM ledger "
-                "WHERE pipeline = 'dynamodb' AND (target = ? OR target LIKE ?)",
-                (table, f"%/{table}"),
-            )
-            rows = store.add_ledger_rows(
-                (trace, key_json({key_name: {"S": str(pk)}}, (key_name,)), op, status, commit)
-                for trace, pk, op, status, commit in cursor
-            )
-            meta = db.execute(
-                "SELECT value FROM ledger_meta WHERE name = ?", (LEDGER_COMPLETE_KEY,)
-            ).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        return f"ledger {path} could not be read ({exc}): verdict unknown"
-    notes.append(f"ledger: {rows} write attempts at table {table}")
-    if meta is None or meta[0] != "1":
-        return f"ledger {path} is not marked complete (ledger_meta.complete != '1')"
-    return None
+
+    def copy_rows(ledger: sqlite3.Connection) -> int:
+        cursor = ledger.execute(
+            "SELECT trace, partition_key, op, status, commit_ts FROM ledger "
+            "WHERE pipeline = 'dynamodb' AND (target = ? OR target LIKE ?)",
+            (table, f"%/{table}"),
+        )
+        return store.add_ledger_rows(
+            (trace, key_json({key_name: {"S": str(pk)}}, (key_name,)), op, status, commit)
+            for trace, pk, op, status, commit in cursor
+        )
+
+    return load_ledger_file(path, notes, copy_rows, target=f"table {table}",
+                            absent="the tables compared without a ledger")  # fmt: skip
 
 
 def ledger_counts(store: TableStore) -> dict[str, int]:
