@@ -139,6 +139,12 @@ def _figure(chart_id: str, title: str, svg_body: str) -> str:
     )
 
 
+_CSS = """\
+table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: 4px 8px;
+vertical-align: top; } tr.bad td:first-child { color: #b00; font-weight: bold; }
+code { font-size: 11px; word-break: break-all; } figure { margin: 1em 0; }"""
+
+
 def anomaly_table(report: dict[str, Any]) -> str:
     rows = ""
     for kind, anomaly in report["anomalies"].items():
@@ -193,6 +199,35 @@ def _drill_table(drill: dict[str, Any]) -> str:
     )
 
 
+def page_start(report: dict[str, Any], *, max_width: int, css: str) -> str:
+    """The top of either pipeline's report.html: title, styles (the shared ones, then
+    ``css``), the verdict with its reasons, and the counts."""
+    verdict = report["verdict"]
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in report["reasons"])
+    counts = "".join(
+        f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in report["counts"].items()
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>verify {escape(report["run_id"])}: {escape(verdict)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: {max_width}px; }}
+.verdict-valid {{ color: #2a7a2a; }} .verdict-invalid {{ color: #b00; }}
+.verdict-unknown {{ color: #a60; }}
+{css}
+</style></head><body>
+<h1 class="verdict-{escape(verdict)}">Verdict: {escape(verdict)}</h1>
+<p>run {escape(report["run_id"])}, pipeline {escape(report["pipeline"])},
+verified {escape(str(report["started_at"]))} to {escape(str(report["finished_at"]))}</p>
+<ul>{reasons}</ul>
+<h2>Counts</h2><table>{counts}</table>
+"""
+
+
+def lag_text(report: dict[str, Any]) -> str:
+    return " ".join(f"{k} {v}" for k, v in report["lag_ms"].items())
+
+
 def render_html(report: dict[str, Any]) -> str:
     details = report.get("details", {})
     if details.get("table"):  # a table pipeline: its own page, same one-file form
@@ -242,30 +277,9 @@ def render_html(report: dict[str, Any]) -> str:
             marks=marks(r0),
         ),
     ]
-    verdict = report["verdict"]
-    reasons = "".join(f"<li>{escape(r)}</li>" for r in report["reasons"])
-    counts = "".join(
-        f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in report["counts"].items()
-    )
-    lag = " ".join(f"{k} {v}" for k, v in report["lag_ms"].items())
     wm = report["watermark"]
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>verify {escape(report["run_id"])}: {escape(verdict)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1000px; }}
-.verdict-valid {{ color: #2a7a2a; }} .verdict-invalid {{ color: #b00; }}
-.verdict-unknown {{ color: #a60; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px;
-vertical-align: top; }} tr.bad td:first-child {{ color: #b00; font-weight: bold; }}
-code {{ font-size: 11px; word-break: break-all; }} figure {{ margin: 1em 0; }}
-</style></head><body>
-<h1 class="verdict-{escape(verdict)}">Verdict: {escape(verdict)}</h1>
-<p>run {escape(report["run_id"])}, pipeline {escape(report["pipeline"])},
-verified {escape(str(report["started_at"]))} to {escape(str(report["finished_at"]))}</p>
-<ul>{reasons}</ul>
-<h2>Counts</h2><table>{counts}</table>
-<p>lag ms: {escape(lag)}; tolerance {escape(str(details.get("tolerance_ms")))} ms</p>
+    return page_start(report, max_width=1000, css=_CSS) + f"""\
+<p>lag ms: {escape(lag_text(report))}; tolerance {escape(str(details.get("tolerance_ms")))} ms</p>
 <h2>Watermark</h2>
 <p id="watermark">{escape(str(wm.get("statement") or ""))}</p>
 <p>claimed {escape(str(wm["claimed"]))} (the newest claim, region A to B); verified

@@ -1,6 +1,6 @@
 """report.html of a table pipeline: what was compared and how, the settle, the bootstrap copy,
 and each anomaly's example with both regions' values side by side. One offline file (inline
-CSS, no scripts), as :mod:`verify.html_report`, whose anomaly table it reuses."""
+CSS, no scripts), as :mod:`verify.html_report`, whose page top and anomaly table it reuses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import json
 from html import escape
 from typing import Any
 
-from verify.html_report import anomaly_table
+from verify.html_report import anomaly_table, lag_text, page_start
+
+_CSS = """\
+table { border-collapse: collapse; margin-bottom: 1em; } td, th { border: 1px solid #ccc;
+padding: 4px 8px; vertical-align: top; } tr.bad td:first-child, td.kind { color: #b00;
+font-weight: bold; } code { font-size: 11px; word-break: break-all; }"""
 
 
 def _value(value: Any) -> str:
@@ -105,30 +110,9 @@ def table_section(report: dict[str, Any]) -> str:
 
 def render_table_html(report: dict[str, Any]) -> str:
     """report.html of a table pipeline: one offline file, no charts of streams it never read."""
-    verdict = report["verdict"]
-    reasons = "".join(f"<li>{escape(r)}</li>" for r in report["reasons"])
-    counts = "".join(
-        f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in report["counts"].items()
-    )
     notes = "".join(f"<li>{escape(str(n))}</li>" for n in report["details"].get("notes", []))
-    lag = " ".join(f"{k} {v}" for k, v in report["lag_ms"].items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>verify {escape(report["run_id"])}: {escape(verdict)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; }}
-.verdict-valid {{ color: #2a7a2a; }} .verdict-invalid {{ color: #b00; }}
-.verdict-unknown {{ color: #a60; }}
-table {{ border-collapse: collapse; margin-bottom: 1em; }} td, th {{ border: 1px solid #ccc;
-padding: 4px 8px; vertical-align: top; }} tr.bad td:first-child, td.kind {{ color: #b00;
-font-weight: bold; }} code {{ font-size: 11px; word-break: break-all; }}
-</style></head><body>
-<h1 class="verdict-{escape(verdict)}">Verdict: {escape(verdict)}</h1>
-<p>run {escape(report["run_id"])}, pipeline {escape(report["pipeline"])},
-verified {escape(str(report["started_at"]))} to {escape(str(report["finished_at"]))}</p>
-<ul>{reasons}</ul>
-<h2>Counts</h2><table>{counts}</table>
-<p>apply lag ms: {escape(lag)}</p>
+    return page_start(report, max_width=1200, css=_CSS) + f"""\
+<p>apply lag ms: {escape(lag_text(report))}</p>
 <p id="watermark">{escape(str(report["watermark"].get("statement") or ""))}</p>
 {table_section(report)}
 <h2>Anomalies</h2>
