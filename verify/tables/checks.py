@@ -165,50 +165,48 @@ def judge(
             "target_version_change": _change(b_version),
             "last_change": _change(last),
         }
+        extra: dict[str, Any] = {}
         if b_body is None:
-            tally.add("lost", "in_source_not_in_target", {
-                **example, "explanation": "A holds the key and B lacks it"})  # fmt: skip
+            kind, reason, why = "lost", "in_source_not_in_target", "A holds the key and B lacks it"
         elif a_body is None:
             if last is not None and last[3] == "REMOVE":
-                tally.add("stale", "deleted_in_source", {
-                    **example, "explanation": "B still holds a key whose last change in A's "
-                    "stream is a REMOVE"})  # fmt: skip
+                kind, reason = "stale", "deleted_in_source"
+                why = "B still holds a key whose last change in A's stream is a REMOVE"
             elif last is not None:
-                tally.add("diverged", "source_stream_ends_on_a_write", {
-                    **example, "explanation": "A's stream ends on a write of the key but A's "
-                    "table lacks it, and B holds it"})  # fmt: skip
+                kind, reason = "diverged", "source_stream_ends_on_a_write"
+                why = "A's stream ends on a write of the key but A's table lacks it, and B holds it"
             else:
                 mention = in_ledger(key)
                 if mention is None:
-                    tally.add("phantom", "never_in_source", {
-                        **example, "explanation": "B holds a key A's table, A's stream and "
-                        "the ledger never had"})  # fmt: skip
+                    kind, reason = "phantom", "never_in_source"
+                    why = "B holds a key A's table, A's stream and the ledger never had"
                 else:
-                    tally.add("diverged", "version_source_never_had", {
-                        **example, "ledger_trace": mention[0], "ledger_status": mention[1],
-                        "explanation": "B holds a key the ledger names but A's table and "
-                        "stream never had"})  # fmt: skip
+                    kind, reason = "diverged", "version_source_never_had"
+                    extra = {"ledger_trace": mention[0], "ledger_status": mention[1]}
+                    why = "B holds a key the ledger names but A's table and stream never had"
         elif a_trace is not None and a_trace == b_trace:
-            tally.add("diverged", "same_trace_different_content", {
-                **example, "explanation": "A and B hold the same write (same trace) with "
-                "different content"})  # fmt: skip
+            kind, reason = "diverged", "same_trace_different_content"
+            why = "A and B hold the same write (same trace) with different content"
         elif b_version is not None and a_version is not None and b_version[0] < a_version[0]:
-            explanation = "B holds a version A's stream has before A's current one"
+            kind, reason = "stale", "older_version"
+            why = "B holds a version A's stream has before A's current one"
             if b_version[4] is not None and b_version[4] != b_hash:
-                explanation += " (and its content differs from that version)"
-            tally.add("stale", "older_version", {**example, "explanation": explanation})
+                why += " (and its content differs from that version)"
         elif b_version is not None and a_version is not None:
-            tally.add("diverged", "target_ahead_of_source", {
-                **example, "explanation": "B holds a version A's stream has after A's current "
-                "one (was A still being written?)"})  # fmt: skip
+            kind, reason = "diverged", "target_ahead_of_source"
+            why = ("B holds a version A's stream has after A's current one (was A still being "
+                   "written?)")  # fmt: skip
         elif b_version is not None:
-            tally.add("diverged", "source_version_not_in_stream", {
-                **example, "explanation": "A's current version is not in its stream (older "
-                "than the stream, or trimmed); B holds one that is"})  # fmt: skip
+            kind, reason = "diverged", "source_version_not_in_stream"
+            why = ("A's current version is not in its stream (older than the stream, or "
+                   "trimmed); B holds one that is")  # fmt: skip
+        elif stream:
+            kind, reason = "diverged", "version_source_never_had"
+            why = "B holds a version A's stream never had"
         else:
-            tally.add("diverged", "version_source_never_had" if stream else "items_differ", {
-                **example, "explanation": "B holds a version A's stream never had" if stream
-                else "the items differ (A has no stream to tell older from different)"})  # fmt: skip
+            kind, reason = "diverged", "items_differ"
+            why = "the items differ (A has no stream to tell older from different)"
+        tally.add(kind, reason, {**example, **extra, "explanation": why})
 
     if stream and history_complete:
         for trace, key, op, commit_ms in db.execute(_NEVER_IN_STREAM):
