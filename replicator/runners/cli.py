@@ -18,8 +18,6 @@ publishes no stream watermark of its own (its per-record checkpoint writes are i
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import os
 import signal
 import socket
@@ -28,144 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from replicator.runners import options
+from replicator.runners.options import add_arguments
+from replicator.runners.run_files import RunFiles
 from xrh.config import Side
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--side",
-        choices=["a", "b"],
-        default="a",
-        help="region this replicator runs in and reads from (writes to the other)",
-    )
-    parser.add_argument(
-        "--behaviour",
-        choices=["reference", "sample"],
-        default="reference",
-        help="copy logic: the reference replicator, or the published sample's behaviour "
-        "reproduced (per-record PutRecord and checkpoint; to see what verify catches; "
-        "--pipeline kinesis only)",
-    )
-    parser.add_argument("--run-dir", default=None, help="run directory (default <runs-dir>/latest)")
-    parser.add_argument("--worker-id", default=None, help="lease owner id (default host-pid)")
-    parser.add_argument(
-        "--until-drained",
-        action="store_true",
-        help="exit 0 once every shard is caught up and quiet for --quiet-seconds",
-    )
-    parser.add_argument("--quiet-seconds", type=float, default=3.0)
-    parser.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=120.0,
-        help="give up draining after this many seconds (exit 2)",
-    )
-    parser.add_argument("--max-seconds", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=1000,
-                        help="GetRecords limit (1..10000; a DynamoDB stream gives at most 1000)")  # fmt: skip
-    parser.add_argument("--poll-interval", type=float, default=0.2)
-    parser.add_argument("--lease-seconds", type=float, default=6.0)
-    parser.add_argument(
-        "--write-timeout",
-        type=float,
-        default=None,
-        help="bound on one write to the target (connect + read timeout); a write starts only "
-        "with this much lease left plus --max-clock-skew-ms (default --lease-seconds / 3)",
-    )
-    parser.add_argument(
-        "--max-clock-skew-ms",
-        type=int,
-        default=500,
-        help="clock skew allowed between workers sharing leases",
-    )
-    parser.add_argument(
-        "--active-region-ttl",
-        type=float,
-        default=1.0,
-        help="cache bound: an active-region switch takes effect within this",
-    )
-    parser.add_argument(
-        "--max-commit-delay-ms",
-        type=int,
-        default=10_000,
-        help="watermark assumption D: records reach the source within D of commit",
-    )
-    parser.add_argument("--watermark-margin-ms", type=int, default=1_000)
-    parser.add_argument(
-        "--handover-timeout",
-        type=float,
-        default=30.0,
-        help="after a failover, the new region forwards records that arrived after the switch "
-        "once the previous region finished its handover, or after this many seconds without "
-        "a heartbeat from it",
-    )
-    parser.add_argument(
-        "--handover-grace",
-        type=float,
-        default=2.0,
-        help="after a failover, the previous region still copies what its producers wrote into "
-        "its stream up to this many seconds after the switch (requests begun before it)",
-    )
-    parser.add_argument("--max-record-bytes", type=int, default=1024 * 1024)
-    parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
-    parser.add_argument("--max-attempts", type=int, default=10)
-    parser.add_argument(
-        "--scan-segments",
-        type=int,
-        default=None,
-        help="--pipeline dynamodb: parallel scan segments (threads) of the bootstrap copy "
-        "(default 4; a resumed copy keeps the count it started with)",
-    )
-    parser.add_argument(
-        "--scan-page-size",
-        type=int,
-        default=None,
-        help="--pipeline dynamodb: items per Scan page of the bootstrap copy, the unit of its "
-        "recorded progress (default 1000)",
-    )
-    parser.add_argument(
-        "--bootstrap",
-        choices=["auto", "never"],
-        default="auto",
-        help="--pipeline dynamodb: auto copies the source table before live apply unless the "
-        "copy is complete or live-apply checkpoints exist; never starts live apply at once",
-    )
-    parser.add_argument("--start-at-latest", action="store_true",
-                        help="shards without a checkpoint start at this replicator's start time "
-                        "instead of TRIM_HORIZON; older records are skipped, so no watermark is "
-                        "claimed while such a shard is listed (--pipeline kinesis only: the "
-                        "dynamodb pipeline replays its stream over the bootstrap copy)")  # fmt: skip
-
-
-def _check(args: argparse.Namespace) -> None:
-    from xrh.errors import UsageError
-
-    if not 1 <= args.batch_size <= 10_000:
-        raise UsageError(f"--batch-size {args.batch_size} is outside 1..10000")
-    for name in (
-        "quiet_seconds", "drain_timeout", "poll_interval", "active_region_ttl", "handover_timeout",
-        "handover_grace",
-    ):  # fmt: skip
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.lease_seconds <= 0 or args.max_attempts < 1:
-        raise UsageError("--lease-seconds must be > 0 and --max-attempts >= 1")
-    if args.write_timeout is not None and args.write_timeout <= 0:
-        raise UsageError(f"--write-timeout must be > 0, got {args.write_timeout}")
-    if args.max_clock_skew_ms < 0:
-        raise UsageError(f"--max-clock-skew-ms must be >= 0, got {args.max_clock_skew_ms}")
-    guard = _write_timeout(args) + args.max_clock_skew_ms / 1000
-    if guard > args.lease_seconds / 2:
-        raise UsageError(
-            f"--write-timeout plus --max-clock-skew-ms ({guard:g} s) must be at most half of "
-            f"--lease-seconds ({args.lease_seconds:g} s): a write must fit in the lease"
-        )
-    if args.max_request_bytes < args.max_record_bytes:
-        raise UsageError("--max-request-bytes must be >= --max-record-bytes")
-
-
-def _write_timeout(args: argparse.Namespace) -> float:
-    return args.write_timeout if args.write_timeout is not None else args.lease_seconds / 3
+__all__ = ["RunFiles", "add_arguments", "build", "main", "run"]
 
 
 def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
@@ -181,61 +47,6 @@ def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
     return runs.create_run(runs_dir).path
 
 
-class RunFiles:
-    """Claims log, metrics file (merged across workers under a lock) and the JSON log."""
-
-    def __init__(self, run_dir: Path, worker_id: str, behaviour: str | None = None) -> None:
-        from xrh import runs
-
-        self.claims = run_dir / runs.CLAIMS_FILE
-        self.metrics = run_dir / runs.METRICS_FILE
-        self.log_path = run_dir / f"replicator-{worker_id}.log"
-        self.worker_id = worker_id
-        self.behaviour = behaviour  # a label carried by every line ("sample behaviour")
-        self._log = self.log_path.open("a", buffering=1)
-
-    def log(self, event: str, **fields: Any) -> None:
-        line = {"ts": int(time.time() * 1000), "worker": self.worker_id, "event": event}
-        if self.behaviour:
-            line["behaviour"] = self.behaviour
-        line.update(fields)
-        self._log.write(json.dumps(line, default=str) + "\n")
-
-    def emf(self, line: str) -> None:
-        self._log.write(line + "\n")
-
-    def append_claim(self, line: str) -> None:
-        fd = os.open(self.claims, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-
-    def write_metrics(self, snapshot: dict[str, Any]) -> None:
-        lock = self.metrics.with_suffix(".lock")
-        with lock.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                data = json.loads(self.metrics.read_text()) if self.metrics.exists() else {}
-            except ValueError:
-                data = {}
-            workers = data.setdefault("workers", {})
-            workers[self.worker_id] = snapshot
-            if snapshot.get("behaviour"):
-                data["behaviour"] = snapshot["behaviour"]
-            totals: dict[str, int] = {}
-            for w in workers.values():
-                for k, v in w.get("counters", {}).items():
-                    totals[k] = totals.get(k, 0) + v
-            data["totals"] = totals
-            tmp = self.metrics.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, self.metrics)
-
-    def close(self) -> None:
-        self._log.close()
-
-
 def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     """Wire the poller from boto3 adapters (also used by the functional tests)."""
     from replicator.adapters.dynamodb import DynamoCheckpointStore
@@ -244,7 +55,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     from replicator.core.metrics import emf_line
     from replicator.core.sample import SAMPLE_LABEL, SAMPLE_NOTE
     from replicator.core.watermark import WatermarkPublisher
-    from replicator.runners.poller import NoClaims, Poller, PollerSettings
+    from replicator.runners.poller import NoClaims, Poller
     from xrh.aws import AwsClients
     from xrh.contracts import WatermarkClaim, checkpoint_scope
     from xrh.resources import ResourceNames
@@ -257,7 +68,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     clients = AwsClients(config, max_attempts=1, read_timeout=10.0)
     # Writes to the target are bounded in time so that each ends inside the lease it started in
     # (replicator.core.fence): connect + read timeouts = --write-timeout.
-    write_timeout = _write_timeout(args)
+    write_timeout = options.write_timeout(args)
     writes = AwsClients(
         config,
         max_attempts=1,
@@ -296,18 +107,8 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     leases = LeaseTable(
         clients.client("dynamodb", side), names.lease_table, names.stream, worker_id
     )
-    settings = PollerSettings(
-        batch_limit=args.batch_size,
-        poll_interval_s=args.poll_interval,
-        lease_duration_s=args.lease_seconds,
-        renew_interval_s=max(0.2, args.lease_seconds / 4),
-        write_timeout_s=write_timeout,
-        max_clock_skew_s=args.max_clock_skew_ms / 1000,
-        quiet_s=args.quiet_seconds,
-        drain_timeout_s=args.drain_timeout,
-        max_seconds=args.max_seconds,
-        until_drained=args.until_drained,
-        start_at_latest=args.start_at_latest,
+    settings = options.poller_settings(
+        args, batch_limit=args.batch_size, start_at_latest=args.start_at_latest
     )
     metrics = replicator.metrics
     dimensions = {"Stream": names.stream, "Worker": worker_id}
@@ -361,7 +162,7 @@ def _reference_replicator(args, clients, writes, names, side, source_region, tar
         lookup, args.active_region_ttl, time.monotonic, lambda: int(time.time() * 1000)
     )
     dead = S3DeadLetterSink(clients.client("s3", side), names.dead_letter_bucket(source_region))
-    in_flight_ms = int((_write_timeout(args) + args.max_clock_skew_ms / 1000 + 1) * 1000)
+    in_flight_ms = int((options.write_timeout(args) + args.max_clock_skew_ms / 1000 + 1) * 1000)
     handover = Handover(
         this_region=source_region,
         outbound=DynamoHandoverStore(writes.client("dynamodb", side.other), names.checkpoint_table),
@@ -437,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     from xrh.config import config_from_options
     from xrh.endpoint import resolve_config
 
-    _check(args)
+    options.check(args)
     config = config_from_options(args)
     if config.pipeline not in REPLICATED_PIPELINES:
         from xrh.errors import UsageError
@@ -449,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     if config.pipeline == "dynamodb":
         from replicator.runners import table_cli
 
-        table_cli.check(args)
+        options.check_dynamodb(args)
     run_dir = _run_dir(args, config.runs_dir)
     config = resolve_config(config, run_dir)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"

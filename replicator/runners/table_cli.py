@@ -17,7 +17,7 @@ Flow (the handover is explained in :mod:`replicator.core.bootstrap`):
 
 Progress of the copy: a rich bar on a terminal, log lines otherwise (items copied / DescribeTable's
 estimate, rate); the metrics file carries the bootstrap figures (items copied, copy seconds,
-items/s) beside live apply's counters.
+items/s) beside live apply's counters (:mod:`replicator.runners.table_progress`).
 
 Signals: SIGTERM stops (the copy after its pages in flight, their progress recorded, releasing
 the state row so that a successor need not wait; live apply after its batch). SIGUSR1 drains:
@@ -38,125 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from replicator.runners import options
 from xrh.config import Side
-
-DEFAULT_SCAN_SEGMENTS = 4
-#: GetRecords of a DynamoDB stream returns at most 1,000 records.
-STREAM_READ_LIMIT = 1000
-PROGRESS_LINE_S = 5.0  # a progress log line this often when stderr is not a terminal
-
-
-def check(args: argparse.Namespace) -> None:
-    """Refusals specific to the dynamodb pipeline (UsageError, exit 3)."""
-    from xrh.errors import UsageError
-
-    if getattr(args, "behaviour", "reference") == "sample":
-        raise UsageError(
-            "--behaviour sample: the dynamodb pipeline has no sample behaviour yet; run the "
-            "reference replicator (drop --behaviour sample)"
-        )
-    if getattr(args, "start_at_latest", False):
-        raise UsageError(
-            "--start-at-latest cannot be used with --pipeline dynamodb: live apply replays the "
-            "table's stream from TRIM_HORIZON over the bootstrap copy, and starting at the "
-            "latest record would skip the changes made during the copy"
-        )
-    segments = scan_segments(args)
-    if not 1 <= segments <= 1000:
-        raise UsageError(f"--scan-segments {segments} is outside 1..1000")
-    if args.scan_page_size is not None and not 1 <= args.scan_page_size <= 10_000:
-        raise UsageError(f"--scan-page-size {args.scan_page_size} is outside 1..10000")
-
-
-def scan_segments(args: argparse.Namespace) -> int:
-    value = getattr(args, "scan_segments", None)
-    return DEFAULT_SCAN_SEGMENTS if value is None else value
-
-
-# --------------------------------------------------------------------------- progress display
-
-
-class ProgressView:
-    """The copy's progress: a rich bar on a terminal, else a line every few seconds; both also
-    as ``bootstrap_progress`` log events."""
-
-    def __init__(self, files: Any, stream: Any = None, *, tty: bool | None = None) -> None:
-        self.files = files
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.last: Any = None
-        self._bar: Any = None
-        self._task: Any = None
-        self._next_line = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, p: Any) -> None:
-        with self._lock:
-            self.last = p
-            now = time.monotonic()
-            if self.tty:
-                self._draw(p)
-            if now >= self._next_line:
-                self._next_line = now + PROGRESS_LINE_S
-                self.files.log(
-                    "bootstrap_progress", items_copied=p.items_copied,
-                    estimated_items=p.estimated_total, items_per_s=round(p.rate, 1),
-                    segments_done=p.segments_done, segments=p.segments, owner=p.owner,
-                    waiting=p.waiting,
-                )  # fmt: skip
-                if not self.tty:
-                    print(describe(p), file=self.stream, flush=True)
-
-    def _draw(self, p: Any) -> None:
-        if self._bar is None:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("bootstrap copy"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[note]}"),
-                TimeElapsedColumn(), console=Console(file=self.stream), transient=False,
-            )  # fmt: skip
-            self._bar.start()
-            self._task = self._bar.add_task("copy", total=None, rate="", note="")
-        total = p.estimated_total
-        if total is not None:
-            total = max(total, p.items_copied)
-        note = f"{p.segments_done}/{p.segments} segments"
-        if p.waiting:
-            note = f"waiting: {p.owner} copies"
-        self._bar.update(
-            self._task, completed=p.items_copied, total=total or None,
-            rate=f"{p.rate:,.0f} items/s", note=note,
-        )  # fmt: skip
-
-    def close(self) -> None:
-        with self._lock:
-            if self._bar is not None:
-                self._bar.stop()
-                self._bar = None
-
-
-def describe(p: Any) -> str:
-    if p.waiting:
-        return f"bootstrap: waiting while {p.owner} copies ({p.items_copied:,} items copied so far)"
-    total = f" / ~{p.estimated_total:,}" if p.estimated_total else ""
-    share = (
-        f" ({100 * p.items_copied / p.estimated_total:.0f}%)"
-        if p.estimated_total and p.items_copied <= p.estimated_total
-        else ""
-    )
-    return (
-        f"bootstrap: {p.items_copied:,}{total} items{share}, {p.rate:,.0f} items/s, "
-        f"{p.segments_done}/{p.segments} segments done"
-    )
-
 
 # --------------------------------------------------------------------------- wiring
 
@@ -169,7 +52,7 @@ class TableReplicator:
     applier: Any
     bootstrap: Any  # replicator.core.bootstrap.Bootstrap, or None with --bootstrap never
     files: Any
-    view: ProgressView | None
+    view: Any  # table_progress.ProgressView, or None with --bootstrap never
     drain_timeout_s: float
     max_seconds: float | None = None
     #: with --bootstrap never: the source table's check (a stream of new images), which the
@@ -296,36 +179,6 @@ def _replace(settings: Any, **changes: Any) -> Any:
     return dataclasses.replace(settings, **changes)
 
 
-def bootstrap_figures(bootstrap: Any, mode: str) -> dict[str, Any]:
-    """The bootstrap block of the metrics snapshot."""
-    if bootstrap is None:
-        return {"mode": mode, "state": "disabled"}
-    result = bootstrap.result
-    progress = bootstrap.last_progress
-    figures: dict[str, Any] = {
-        "mode": mode,
-        "state": bootstrap.state,
-        "segments": bootstrap.settings.segments,
-        "copied_here": bootstrap.copied_here,
-        "dead_lettered_here": bootstrap.dead_here,
-        "estimated_items": bootstrap.info.item_count if bootstrap.info else None,
-    }
-    if progress is not None:
-        figures["items_copied"] = progress.items_copied
-        figures["items_per_s"] = round(progress.rate, 1)
-    if result is not None:
-        figures["outcome"] = result.outcome.value
-        if result.row is not None:
-            figures["items_copied"] = result.items_copied
-            figures["copy_seconds"] = result.copy_seconds
-            figures["items_per_s"] = (
-                None if result.items_per_s is None else round(result.items_per_s, 1)
-            )
-        if result.warnings:
-            figures["warnings"] = result.warnings
-    return figures
-
-
 def _check_source(scanner: Any, source_region: str) -> None:
     """--bootstrap never: live apply needs the stream of new images as much as the copy does."""
     from replicator.core.bootstrap import NEW_IMAGE_VIEWS, BootstrapPreconditionError
@@ -357,8 +210,9 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
     from replicator.core.table_apply import TableApplier
     from replicator.core.table_writes import BatchWriter
     from replicator.core.watermark import WatermarkSettings
-    from replicator.runners.cli import RunFiles, _write_timeout
-    from replicator.runners.poller import NoClaims, Poller, PollerSettings
+    from replicator.runners.poller import NoClaims, Poller
+    from replicator.runners.run_files import RunFiles
+    from replicator.runners.table_progress import ProgressView, bootstrap_figures
     from xrh.aws import AwsClients
     from xrh.contracts import checkpoint_scope
     from xrh.resources import ResourceNames
@@ -367,13 +221,13 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
     target = side.other
     names = ResourceNames(config.prefix)
     source_region, target_region = config.region(side), config.region(target)
-    segments = scan_segments(args)
+    segments = options.scan_segments(args)
     copy_in_flight = max(4, 2 * segments)
     apply_in_flight = 4
     clients = AwsClients(
         config, max_attempts=1, read_timeout=10.0, max_pool_connections=max(10, segments + 4)
     )
-    write_timeout = _write_timeout(args)
+    write_timeout = options.write_timeout(args)
     writes = AwsClients(
         config,
         max_attempts=1,
@@ -444,19 +298,10 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
         watermark=WatermarkSettings(args.max_commit_delay_ms, args.watermark_margin_ms),
         log=files.log,
     )
-    settings = PollerSettings(
-        batch_limit=min(args.batch_size, STREAM_READ_LIMIT),
-        poll_interval_s=args.poll_interval,
-        lease_duration_s=args.lease_seconds,
-        renew_interval_s=max(0.2, args.lease_seconds / 4),
-        write_timeout_s=write_timeout,
-        max_clock_skew_s=args.max_clock_skew_ms / 1000,
-        quiet_s=args.quiet_seconds,
-        drain_timeout_s=args.drain_timeout,
-        max_seconds=args.max_seconds,
-        until_drained=args.until_drained,
-        start_at_latest=False,
-    )
+    batch_limit = options.dynamodb_batch_limit(args.batch_size)
+    if batch_limit < args.batch_size:
+        files.log("batch_size_capped", requested=args.batch_size, batch_limit=batch_limit)
+    settings = options.poller_settings(args, batch_limit=batch_limit, start_at_latest=False)
     metrics = applier.metrics
     dimensions = {"Table": names.items_table, "Worker": worker_id}
 

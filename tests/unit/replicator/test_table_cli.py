@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from replicator.core.bootstrap import BootstrapProgress, BootstrapResult, Outcome
-from replicator.runners import cli
-from replicator.runners.table_cli import ProgressView, TableReplicator, describe
+from replicator.runners import cli, options
+from replicator.runners.table_cli import TableReplicator
+from replicator.runners.table_progress import ProgressView, describe
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,12 @@ def test_refusals_exit_3_with_a_message(extra, message, capsys) -> None:
 def test_pipelines_without_a_replicator_are_refused(capsys) -> None:
     assert cli.main(["--pipeline", "action-log"]) == 3
     assert "no replicator for this pipeline yet" in capsys.readouterr().err
+
+
+def test_the_stream_read_limit_is_capped_at_what_one_getrecords_returns() -> None:
+    assert options.dynamodb_batch_limit(5000) == 1000
+    assert options.dynamodb_batch_limit(1000) == 1000
+    assert options.dynamodb_batch_limit(200) == 200
 
 
 class Files:
