@@ -35,6 +35,17 @@ DEFAULT_SETTLE_S = 30.0
 SETTLE_POLL_S = 1.0
 
 
+def settle_stopped_by(now: float, last_progress: float, settle_s: float,
+                      settle_deadline: float) -> str | None:  # fmt: skip
+    """Why settling stops at ``now`` (the deadline before the lack of progress), or None to
+    read again: the rule of both pipelines' settle loops, and the words their reports use."""
+    if now >= settle_deadline:
+        return "verify timeout"
+    if now - last_progress >= settle_s:
+        return f"no progress for {settle_s:g} s"
+    return None
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int], None]]]:
     """Yields ``task(label) -> advance(n)``; a rich bar per stream when enabled."""
@@ -179,11 +190,9 @@ def read_regions(
             task(f"waiting for the target: {missing} record(s) it must hold are not there yet "
                  f"(gives up after {settle_s:g} s without progress)")  # fmt: skip
         while missing and not reasons:
-            if clock() >= settle_deadline:
-                settle["stopped_by"] = "verify timeout"
-                break
-            if clock() - last_progress >= settle_s:
-                settle["stopped_by"] = f"no progress for {settle_s:g} s"
+            stopped_by = settle_stopped_by(clock(), last_progress, settle_s, settle_deadline)
+            if stopped_by is not None:
+                settle["stopped_by"] = stopped_by
                 break
             sleep(min(poll_s, max(0.0, settle_deadline - clock())))
             reasons = read_pass()

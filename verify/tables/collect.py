@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from verify.collect import SETTLE_POLL_S, settle_stopped_by
 from verify.errors import EndpointUnreachable, VerifyUsageError
 from verify.kinesis_reader import THROTTLE_CODES, Backoff, error_code, is_connection_error
 from verify.table_reader import scan_table, traced_item_row
@@ -29,7 +30,6 @@ from verify.tables.stream_reader import TableStreamReader
 from xrh.config import HarnessConfig, Side
 
 BATCH_GET = 100  # BatchGetItem's maximum keys per call
-SETTLE_POLL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,11 +271,9 @@ class TableReader:
         bar = task("comparing") if differing else None
         reasons: list[str] = []
         while differing:
-            if self.clock() - last_progress >= settle_s:
-                settle["stopped_by"] = f"no progress for {settle_s:g} s"
-                break
-            if self.clock() >= settle_deadline:
-                settle["stopped_by"] = "verify timeout"
+            stopped_by = settle_stopped_by(self.clock(), last_progress, settle_s, settle_deadline)
+            if stopped_by is not None:
+                settle["stopped_by"] = stopped_by
                 break
             if bar:
                 bar(description=f"waiting for the target: {differing} key(s) differ (gives up "
