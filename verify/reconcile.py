@@ -9,6 +9,7 @@ could hide or invent an anomaly (a stream not read to its end, an endpoint down)
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from verify.checks import (
@@ -79,7 +80,8 @@ def reconcile(
     )
 
 
-_DESCRIBE = {
+#: the reasons of a stream pipeline, whose anomalies are about records
+RECORD_REASONS = {
     "lost": "{n} record(s) acknowledged or in the source are missing from the target",
     "duplicated": "{n} record(s) duplicated in the target (fatal by --fatal-duplicates)",
     "reordered": "{n} record(s) have their last target copy out of their key's source order",
@@ -97,12 +99,16 @@ def decide(
     fatal_duplicates: bool = False,
     incomplete: list[str] | None = None,
     ledger_incomplete: str | None = None,
+    wording: Mapping[str, str] | None = None,
 ) -> Decision:
-    """``incomplete``: reasons the evidence cannot be trusted (reads unfinished, endpoint down)."""
+    """``incomplete``: reasons the evidence cannot be trusted (reads unfinished, endpoint down);
+    ``wording``: how a pipeline words an anomaly kind's reason (a table pipeline's are about
+    keys and items, :data:`verify.tables.checks.KEY_REASONS`), else :data:`RECORD_REASONS`."""
     if incomplete:
         return Decision(Verdict.UNKNOWN, list(incomplete))
+    describe = {**RECORD_REASONS, **(wording or {})}
     reasons = [
-        _DESCRIBE[kind].format(n=a.count)
+        describe[kind].format(n=a.count)
         for kind, a in anomalies.items()
         if a.count and (kind != "duplicated" or fatal_duplicates)
     ]

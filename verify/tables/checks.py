@@ -33,6 +33,17 @@ from verify.tables.store import chunk_of
 
 VALUE_CHARS = 4000  # an item larger than this is shown cut, as text
 NOT_APPLICABLE = ("duplicated", "reordered", "checkpoint_ahead", "looped")
+#: the verdict's reasons for the kinds a table pipeline judges (its anomalies are about keys:
+#: lost also counts acknowledged writes A's stream never saw, hence "item(s)")
+KEY_REASONS = {
+    "lost": "{n} item(s) the source table holds or the ledger acknowledged are missing from "
+    "the target table",
+    "phantom": "{n} key(s) in the target table are in neither the source table, its stream "
+    "nor the ledger",
+    "stale": "{n} key(s) hold an older item in the target table than in the source (or one "
+    "the source deleted)",
+    "diverged": "{n} key(s) hold different items in the source and target tables",
+}
 
 _ROWS = """
 SELECT d.key, a.trace, a.hash, a.body, b.trace, b.hash, b.body

@@ -9,7 +9,8 @@
 
 Both read into the run's ``verify.sqlite`` (:mod:`verify.tables.collect`), judge
 (:mod:`verify.tables.checks`) and write report.json / report.html through
-:func:`verify.runner.write_reports`; the verdict rules are :func:`verify.reconcile.decide`'s.
+:func:`verify.runner.write_reports`; the verdict rules are :func:`verify.reconcile.decide`'s,
+its reasons worded for keys and items (:data:`verify.tables.checks.KEY_REASONS`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from verify.runner import (
     VerifyResult,
     write_reports,
 )
-from verify.tables.checks import Judgement, judge
+from verify.tables.checks import KEY_REASONS, Judgement, judge
 from verify.tables.collect import TableReader, describe_pair
 from verify.tables.evidence import (
     apply_lag,
@@ -226,7 +227,7 @@ def _report(
     details: dict[str, Any],
 ) -> VerifyResult:  # fmt: skip
     decision = decide(judgement.anomalies if judgement else {}, incomplete=reasons,
-                      ledger_incomplete=ledger_reason)  # fmt: skip
+                      ledger_incomplete=ledger_reason, wording=KEY_REASONS)  # fmt: skip
     return write_reports(
         job.run, decision.verdict, details,
         lambda: build_table_report(
