@@ -1,4 +1,5 @@
-"""``xrh verify``: verify a run directory again, or compare two streams without a ledger.
+"""``xrh verify``: verify a run directory again, or compare two streams or two tables without a
+ledger.
 
 - ``xrh verify --run-dir runs/latest``: options come from the run's ``config.json``; endpoints
   from flags if given, else the run's ``endpoints.json`` (a running embedded endpoint), else the
