@@ -83,6 +83,11 @@ class DeadLetterError(ReplicatorError):
     """A record could not be stored in the dead-letter sink; the batch must fail."""
 
 
+class StreamDataLost(ReplicatorError):
+    """Records of a shard were trimmed from the source stream before they were applied: reading
+    the shard again cannot bring them back; only a new bootstrap copy of the target can."""
+
+
 class HandoverError(ReplicatorError):
     """The handover rows (replicator.core.handover) could not be read or written."""
 

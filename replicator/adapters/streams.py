@@ -17,10 +17,10 @@ where it matters:
   ``at_timestamp_ms`` raise :class:`ReplicatorUsageError`;
 - ``GetRecords`` returns at most 1,000 records;
 - an iterator expires after 15 minutes (:class:`IteratorExpired`) and records are trimmed
-  after 24 hours (:class:`TrimmedData`). Both are raised for the poller, which logs them and
-  positions the shard again from its checkpoint. Reading after a trimmed checkpoint cannot
-  succeed: changes were lost to the retention and the target must be bootstrapped again, which
-  :class:`TrimmedData` says.
+  after 24 hours (:class:`TrimmedData`). Both are raised for the poller: an expired iterator
+  is positioned again from the checkpoint; a trimmed position cannot be read past (changes
+  were lost to the retention and the target must be bootstrapped again), so the poller stops
+  working that shard and reports it (:class:`~replicator.errors.StreamDataLost`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from replicator.adapters.kinesis import ReadResult
 from replicator.core.changes import ChangeRecord
 from replicator.core.watermark import ShardInfo
-from replicator.errors import ReplicatorError, ReplicatorUsageError
+from replicator.errors import ReplicatorError, ReplicatorUsageError, StreamDataLost
 
 #: GetRecords' limit on records per call.
 MAX_READ = 1000
@@ -46,7 +46,7 @@ class IteratorExpired(StreamPositionError):
     """The shard iterator expired (15 minutes unused): get a new one from the checkpoint."""
 
 
-class TrimmedData(StreamPositionError):
+class TrimmedData(StreamPositionError, StreamDataLost):
     """The position is older than the stream's 24-hour retention: changes after it are gone."""
 
 

@@ -69,7 +69,7 @@ COUNTERS = (
     "batches", "changes_in", "changes_applied", "squashed", "write_calls",
     "unprocessed_retries", "throttled_requests", "dead_lettered", "gated_batches",
     "failed_batches", "lease_lost_batches", "checkpoint_writes", "checkpoint_conflicts",
-    "checkpoint_errors", "get_records_calls",
+    "checkpoint_errors", "get_records_calls", "shards_data_lost",
 )  # fmt: skip
 
 #: States of the bootstrap row (``xrh.contracts.BootstrapState``; repeated here because the
@@ -298,6 +298,11 @@ class TableApplier:
             shard_id, sequence_number, None, wm, closed, skipped_history=skipped_history
         )
         return self._write(checkpoint, fence)
+
+    def ready(self) -> str | None:
+        """None when live apply may write, else why it waits: the poller reads no shard while
+        the gate is shut (each read would be refused and read again)."""
+        return self._gate()
 
     def close(self) -> None:
         self.writer.close()

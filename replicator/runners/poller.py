@@ -14,9 +14,16 @@ shard that was already closed, lose nothing that arrived after the start); it sk
 records, so it never claims a shard watermark (:mod:`replicator.core.watermark`). A child of a
 replicated parent starts at its trim horizon: all its records came after the parent.
 
+A replicator that must not write yet (the dynamodb pipeline's applier while the bootstrap copy
+runs) says so through an optional ``ready()``: while it answers a reason, the poller keeps its
+leases but reads no shard. A shard whose records were trimmed before they were applied
+(:class:`~replicator.errors.StreamDataLost`) is dropped for good: logged as ``shard_data_lost``,
+counted (``shards_data_lost``) and named by the exit.
+
 Stopping: :meth:`Poller.request_stop` (SIGTERM) finishes the batch in flight, checkpoints and
 releases leases; :meth:`Poller.request_drain` (SIGUSR1, or ``until_drained``) exits once every
-shard is caught up and no record arrived for ``quiet_s``, or with code 2 after ``drain_timeout_s``.
+shard is caught up and no record arrived for ``quiet_s``, or with code 2 after ``drain_timeout_s``
+(or when a shard lost records: the target is not whole).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from replicator.adapters.kinesis import KinesisReader
+from replicator.adapters.kinesis import ReadResult
 from replicator.adapters.leases import SHARD_END, LeaseTable
 from replicator.core.batch import BatchResult, BatchStatus
 from replicator.core.checkpoint import CheckpointStore
@@ -35,12 +42,34 @@ from replicator.core.fence import LeaseFence
 from replicator.core.metrics import Metrics
 from replicator.core.records import SourceRecord
 from replicator.core.watermark import Claim, ShardInfo
-from replicator.errors import CheckpointError
+from replicator.errors import CheckpointError, StreamDataLost
+
+
+class ShardReader(Protocol):
+    """The source stream's shards: :class:`~replicator.adapters.kinesis.KinesisReader` or a
+    table's stream, :class:`~replicator.adapters.streams.DynamoStreamReader`."""
+
+    calls: int
+
+    def list_shards(self) -> list[ShardInfo]: ...
+
+    def iterator(
+        self,
+        shard_id: str,
+        after_sequence: str | None,
+        latest: bool = False,
+        at_timestamp_ms: int | None = None,
+    ) -> str: ...
+
+    def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult: ...
 
 
 class BatchReplicator(Protocol):
     """The copy logic the poller drives: the reference :class:`~replicator.core.batch.
-    ShardReplicator` or the sample's :class:`~replicator.core.sample.SampleReplicator`."""
+    ShardReplicator`, the sample's :class:`~replicator.core.sample.SampleReplicator` or the
+    table pipeline's :class:`~replicator.core.table_apply.TableApplier`. Optional: ``ready()
+    -> str | None``, None when it may write, else why it waits (the poller then reads nothing);
+    ``handover_tick`` and ``handover_pending`` (the reference replicator's handover)."""
 
     metrics: Metrics
 
@@ -113,7 +142,7 @@ class _Shard:
 
 @dataclass
 class Poller:
-    reader: KinesisReader
+    reader: ShardReader
     leases: LeaseTable
     replicator: BatchReplicator
     checkpoints: CheckpointStore
@@ -133,6 +162,8 @@ class Poller:
         self.last_record_at = self.clock()
         self.started_ms = self.ms()
         self.exit_reason = ""
+        self.waiting_for: str | None = None  # why the replicator cannot write yet
+        self.lost_shards: dict[str, str] = {}  # shard -> why: records trimmed before applied
 
     def request_stop(self) -> None:
         self.stop = True
@@ -170,9 +201,11 @@ class Poller:
                         self.log("leases_failed", error=f"{type(exc).__name__}: {exc}")
                     next_leases = now + s.renew_interval_s
                 did_work = False
-                for shard_id in list(self.owned):
+                for shard_id in [] if self._waiting() else list(self.owned):
                     try:
                         did_work |= self._poll(shard_id)
+                    except StreamDataLost as exc:
+                        self._abandon(shard_id, exc)
                     except Exception as exc:  # noqa: BLE001 - an endpoint error: retry the shard
                         self.log(
                             "poll_failed", shard_id=shard_id, error=f"{type(exc).__name__}: {exc}"
@@ -206,13 +239,22 @@ class Poller:
         finally:
             self._release_all()
             self.on_tick()
-        self.log("exit", code=code, reason=self.exit_reason)
+        if self.lost_shards:
+            self.exit_reason += (
+                f"; {len(self.lost_shards)} shard(s) lost records to the stream's retention "
+                f"({', '.join(sorted(self.lost_shards))}): bootstrap the target again"
+            )
+            if self.drain_since is not None:
+                code = EXIT_NOT_DRAINED
+        self.log("exit", code=code, reason=self.exit_reason, lost_shards=sorted(self.lost_shards))
         return code
 
     # ------------------------------------------------------------------ leases
 
     def _eligible(self, info: ShardInfo) -> bool:
         listed = {x.shard_id for x in self.shards}
+        if info.shard_id in self.lost_shards:
+            return False
         return info.shard_id not in self.finished and all(
             p in self.finished or p not in listed for p in info.parent_ids
         )
@@ -282,6 +324,42 @@ class Poller:
         self.owned.pop(shard_id, None)
         self.replicator.metrics.add("leases_lost")
         self.log("lease_lost", shard_id=shard_id, reason=reason)
+
+    def _abandon(self, shard_id: str, exc: StreamDataLost) -> None:
+        """Stop working a shard whose records were trimmed before they were applied: reading it
+        again cannot recover them, so it is released and never taken again by this process."""
+        state = self.owned.pop(shard_id, None)
+        self.lost_shards[shard_id] = str(exc)
+        self.replicator.metrics.add("shards_data_lost")
+        self.log("shard_data_lost", shard_id=shard_id, error=str(exc), level="ERROR",
+                 note="records were trimmed from the stream before they were applied; the "
+                 "shard is no longer read: only a new bootstrap copy of the target recovers")  # fmt: skip
+        try:
+            self.leases.release(shard_id, state.last_seq if state is not None else None)
+        except Exception as release_exc:  # noqa: BLE001 - the lease expires anyway
+            self.log("release_failed", shard_id=shard_id, error=str(release_exc))
+
+    def _waiting(self) -> bool:
+        """Whether the replicator cannot write yet (its optional ``ready()``): said once when
+        it starts waiting and once when it may write again."""
+        ready = getattr(self.replicator, "ready", None)
+        if ready is None:
+            return False
+        try:
+            reason = ready()
+        except Exception as exc:  # noqa: BLE001 - never read blind: wait and ask again
+            reason = f"ready() failed: {type(exc).__name__}: {exc}"
+        if reason != self.waiting_for:
+            if reason is not None:
+                self.log("apply_waiting", reason=reason, note="no shard is read until it opens")
+            else:
+                self.log("apply_ready", waited_for=self.waiting_for)
+            self.waiting_for = reason
+        if reason is None:
+            return False
+        for state in self.owned.values():
+            state.caught_up = False  # nothing is applied: a drain waits (or times out)
+        return True
 
     def _release_all(self) -> None:
         for shard_id, state in list(self.owned.items()):

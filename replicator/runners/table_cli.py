@@ -393,4 +393,7 @@ def run(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) ->
     print(f"replicator {worker_id}: {table.exit_reason}; {copied}applied "
           f"{counters.get('changes_applied', 0)} changes, {counters.get('dead_lettered', 0)} "
           "dead-lettered", file=sys.stderr)  # fmt: skip
+    for shard_id, error in sorted(table.poller.lost_shards.items()):
+        print(f"ERROR: {shard_id}: {error}; live apply cannot recover it: bootstrap the target "
+              "again", file=sys.stderr)  # fmt: skip
     return code
