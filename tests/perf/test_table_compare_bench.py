@@ -11,13 +11,12 @@ asserted on time. Run: ``pytest tests/perf/test_table_compare_bench.py -s``."""
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from bench_process import measure_in_subprocess as bench_measure
+from bench_process import peak_rss_mb, serve
 
 from verify.table_reader import traced_item_row
 from verify.tables.checks import judge
@@ -77,16 +76,12 @@ def measure(n: int, path: Path) -> dict:
         "items_per_s_both_tables": round(2 * n / total),
         "chunks_differing": figures["chunks_differing"],
         "items_compared_per_key": figures["items_compared_per_key"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def measure_in_subprocess(n: int, path: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, str(n), str(path)],
-        capture_output=True, text=True, timeout=900, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return bench_measure(__file__, n, path, timeout=900)
 
 
 @pytest.mark.benchmark(group="verify-tables")
@@ -112,4 +107,4 @@ def test_table_compare_100k_and_400k(benchmark, tmp_path):
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(int(sys.argv[1]), Path(sys.argv[2]))))
+    serve(measure)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_process import measure_in_subprocess as bench_measure
+from bench_process import peak_rss_mb, serve
 
 from verify.model import StoreSide, hash64, trace_ident
 from verify.reconcile import reconcile
@@ -83,16 +83,12 @@ def measure(n: int, path: Path) -> dict:
         "load_s": round(load_s, 2),
         "reconcile_s": round(reconcile_s, 2),
         "reconcile_records_per_s": round(n / reconcile_s),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def measure_in_subprocess(n: int, path: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, str(n), str(path)],
-        capture_output=True, text=True, timeout=600, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return bench_measure(__file__, n, path, timeout=600)
 
 
 @pytest.mark.benchmark(group="verify")
@@ -406,4 +402,4 @@ def test_verify_follow_both_regions_embedded(benchmark, tmp_path):
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(int(sys.argv[1]), Path(sys.argv[2]))))
+    serve(measure)
