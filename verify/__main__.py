@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     from verify import cli
-    from xrh.config import add_common_options
     from xrh.errors import HarnessError
 
-    parser = argparse.ArgumentParser(prog="python -m verify", description=cli.__doc__)
-    add_common_options(parser)
-    cli.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = cli.build_parser("python -m verify").parse_args(argv)
     try:
         return cli.run(args)
     except HarnessError as exc:

@@ -26,6 +26,7 @@ from xrh import runs
 from xrh.config import (
     EndpointMode,
     HarnessConfig,
+    add_common_options,
     config_from_options,
     validate_prefix,
     validate_url,
@@ -33,6 +34,15 @@ from xrh.config import (
 
 _ENDPOINT_FLAGS = ("endpoint", "endpoint_url", "endpoint_url_a", "endpoint_url_b")
 _OVERRIDABLE = ("pipeline", "region_a", "region_b", "prefix")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The whole verify command line, the harness's common options and verify's own (as
+    ``python -m verify`` and the tests parse it; ``xrh verify`` adds them to its subparser)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    add_common_options(parser)
+    add_arguments(parser)
+    return parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,24 +3,20 @@ tables that differ are invalid with the differences named; a missing table is a 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from verify import cli
 from xrh.aws import AwsClients
-from xrh.config import Side, add_common_options
+from xrh.config import Side
 from xrh.errors import UsageError
 
 pytestmark = pytest.mark.functional
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_common_options(parser)
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
+    return cli.build_parser().parse_args(argv)
 
 
 def _table(client, name: str, stream: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -10,7 +9,7 @@ from verify_sabotage import produce, read_source, send
 
 from verify import cli
 from xrh.aws import AwsClients
-from xrh.config import Side, add_common_options
+from xrh.config import Side
 from xrh.resources import ResourceNames
 from xrh.runs import create_run
 
@@ -18,10 +17,7 @@ pytestmark = pytest.mark.functional
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_common_options(parser)
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
+    return cli.build_parser().parse_args(argv)
 
 
 def test_reverify_run_dir_and_compare_streams_alone(provisioned, capsys):

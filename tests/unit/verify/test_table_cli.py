@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from verify import cli
 from verify.__main__ import main
-from xrh.config import add_common_options
 from xrh.errors import UsageError
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_common_options(parser)
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
+    return cli.build_parser().parse_args(argv)
 
 
 @pytest.mark.parametrize(

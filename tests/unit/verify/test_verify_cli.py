@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 
@@ -10,16 +9,13 @@ import pytest
 
 from verify import cli
 from verify.__main__ import main
-from xrh.config import HarnessConfig, add_common_options
+from xrh.config import HarnessConfig
 from xrh.errors import UsageError
 from xrh.runs import RunDir
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_common_options(parser)
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
+    return cli.build_parser().parse_args(argv)
 
 
 def free_port() -> int:
