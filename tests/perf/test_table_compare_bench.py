@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bench_process import measure_in_subprocess as bench_measure
-from bench_process import peak_rss_mb, serve
+from bench_process import measure_in_subprocess, peak_rss_mb, serve
 
 from verify.table_reader import traced_item_row
 from verify.tables.checks import judge
@@ -80,14 +79,10 @@ def measure(n: int, path: Path) -> dict:
     }
 
 
-def measure_in_subprocess(n: int, path: Path) -> dict:
-    return bench_measure(__file__, n, path, timeout=900)
-
-
 @pytest.mark.benchmark(group="verify-tables")
 def test_table_compare_100k_and_400k(benchmark, tmp_path):
-    small = measure_in_subprocess(100_000, tmp_path / "small.sqlite")
-    large = measure_in_subprocess(400_000, tmp_path / "large.sqlite")
+    small = measure_in_subprocess(__file__, 100_000, tmp_path / "small.sqlite", timeout=900)
+    large = measure_in_subprocess(__file__, 400_000, tmp_path / "large.sqlite", timeout=900)
     benchmark.extra_info.update({
         "items_per_s_100k": small["items_per_s"], "items_per_s_400k": large["items_per_s"],
         "peak_rss_mb_100k": small["peak_rss_mb"], "peak_rss_mb_400k": large["peak_rss_mb"],

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_process import measure_in_subprocess as bench_measure
-from bench_process import peak_rss_mb, serve
+from bench_process import measure_in_subprocess, peak_rss_mb, serve
 
 from verify.model import StoreSide, hash64, trace_ident
 from verify.reconcile import reconcile
@@ -87,14 +86,10 @@ def measure(n: int, path: Path) -> dict:
     }
 
 
-def measure_in_subprocess(n: int, path: Path) -> dict:
-    return bench_measure(__file__, n, path, timeout=600)
-
-
 @pytest.mark.benchmark(group="verify")
 def test_verify_reconcile_1m(benchmark, tmp_path):
-    small = measure_in_subprocess(250_000, tmp_path / "small.sqlite")
-    large = measure_in_subprocess(1_000_000, tmp_path / "large.sqlite")
+    small = measure_in_subprocess(__file__, 250_000, tmp_path / "small.sqlite", timeout=600)
+    large = measure_in_subprocess(__file__, 1_000_000, tmp_path / "large.sqlite", timeout=600)
     benchmark.extra_info.update(
         {
             "records": large["records"],
