@@ -70,6 +70,47 @@ class DeadLetterRecord:
     reason: str
     detail: str
 
+    @classmethod
+    def of_write(
+        cls,
+        record: SourceRecord | ChangeRecord,
+        source_stream: str,
+        source_region: str,
+        target_region: str,
+        reason: str,
+    ) -> DeadLetterRecord:
+        """From a batch writer's dead reason, ``"kind: detail"`` (or a bare kind)."""
+        kind, _, detail = reason.partition(": ")
+        return cls(record, source_stream, source_region, target_region, kind, detail or reason)
+
+
+def write_checkpoint(
+    store: CheckpointStore,
+    checkpoint: ShardCheckpoint,
+    fence: LeaseFence | None,
+    metrics: Metrics,
+    log: Log,
+) -> bool:
+    """One conditional checkpoint write; a lost condition or an error never fails the batch (the
+    data is in the target; the row only lags, which never over-claims). With a fence, only while
+    the lease is ours, and carrying its counter."""
+    if fence is not None:
+        try:
+            checkpoint = replace(checkpoint, lease_counter=fence.check())
+        except ReplicatorError as exc:
+            metrics.add("checkpoint_fenced")
+            log("checkpoint_fenced", shard_id=checkpoint.shard_id, error=str(exc))
+            return False
+    try:
+        metrics.add("checkpoint_writes")
+        if store.advance(checkpoint):
+            return True
+        metrics.add("checkpoint_conflicts")
+    except CheckpointError as exc:
+        metrics.add("checkpoint_errors")
+        log("checkpoint_failed", shard_id=checkpoint.shard_id, error=str(exc))
+    return False
+
 
 class DeadLetterSink(Protocol):
     """Stores dead letters durably; raises DeadLetterError if it cannot."""
@@ -498,25 +539,7 @@ class ShardReplicator:
         return BatchResult(BatchStatus.STOOD_DOWN, len(records), None, checkpoint, ok)
 
     def _write(self, checkpoint: ShardCheckpoint, fence: LeaseFence | None = None) -> bool:
-        """One conditional write; a lost condition or an error never fails the batch (the data
-        is in the target; the row only lags, which never over-claims). With a fence, only while
-        the lease is ours, and carrying its counter."""
-        if fence is not None:
-            try:
-                checkpoint = replace(checkpoint, lease_counter=fence.check())
-            except ReplicatorError as exc:
-                self.metrics.add("checkpoint_fenced")
-                self.log("checkpoint_fenced", shard_id=checkpoint.shard_id, error=str(exc))
-                return False
-        try:
-            self.metrics.add("checkpoint_writes")
-            if self.checkpoints.advance(checkpoint):
-                return True
-            self.metrics.add("checkpoint_conflicts")
-        except CheckpointError as exc:
-            self.metrics.add("checkpoint_errors")
-            self.log("checkpoint_failed", shard_id=checkpoint.shard_id, error=str(exc))
-        return False
+        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)
 
 
 @dataclass(frozen=True, slots=True)

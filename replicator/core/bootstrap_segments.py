@@ -181,9 +181,8 @@ class SegmentCopier:
             segment_row_id(segment), str(position), ChangeEvent.INSERT, request.key,
             request.item, None,
         )  # fmt: skip
-        kind, _, detail = reason.partition(": ")
-        return DeadLetterRecord(
-            change, info.name, self.source_region, self.target_region, kind, detail or reason
+        return DeadLetterRecord.of_write(
+            change, info.name, self.source_region, self.target_region, reason
         )
 
     def _dead_letter(self, letters: list[DeadLetterRecord]) -> bool:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from replicator.core.batch import (
     BatchResult,
@@ -52,6 +51,7 @@ from replicator.core.batch import (
     DeadLetterRecord,
     DeadLetterSink,
     Log,
+    write_checkpoint,
 )
 from replicator.core.changes import ChangeRecord
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
@@ -59,7 +59,7 @@ from replicator.core.fence import LeaseFence
 from replicator.core.metrics import Metrics
 from replicator.core.table_writes import BatchWriter, WriteRequest, key_id
 from replicator.core.watermark import WatermarkSettings, shard_watermark
-from replicator.errors import CheckpointError, DeadLetterError, LeaseLost, ReplicatorError
+from replicator.errors import DeadLetterError, LeaseLost
 
 #: A gate answers None when live apply may write, else why it must wait.
 Gate = Callable[[], "str | None"]
@@ -238,7 +238,12 @@ class TableApplier:
             return BatchResult(BatchStatus.FAILED, 0, first, error=error)
         dead_keys: set[str] = set()
         if report.dead:
-            letters = [self._letter(r.ref, reason) for r, reason in report.dead]
+            letters = [
+                DeadLetterRecord.of_write(
+                    r.ref, self.table, self.source_region, self.target_region, reason
+                )
+                for r, reason in report.dead
+            ]
             try:
                 self.dead_letters.put(letters)
             except DeadLetterError as exc:
@@ -313,30 +318,8 @@ class TableApplier:
         except Exception as exc:  # noqa: BLE001 - never write blind: wait and ask again
             return f"gate failed: {type(exc).__name__}: {exc}"
 
-    def _letter(self, change: ChangeRecord, reason: str) -> DeadLetterRecord:
-        kind, _, detail = reason.partition(": ")
-        return DeadLetterRecord(
-            change, self.table, self.source_region, self.target_region, kind, detail or reason
-        )
-
     def _write(self, checkpoint: ShardCheckpoint, fence: LeaseFence | None) -> bool:
-        """One conditional checkpoint write (never fails the batch: the data is in the target;
-        a row that lags never over-claims). With a fence, only while the lease is ours."""
+        """Checkpoint unless there are no checkpoint rows (Lambda)."""
         if self.checkpoints is None:
             return False
-        if fence is not None:
-            try:
-                checkpoint = replace(checkpoint, lease_counter=fence.check())
-            except ReplicatorError as exc:
-                self.metrics.add("checkpoint_fenced")
-                self.log("checkpoint_fenced", shard_id=checkpoint.shard_id, error=str(exc))
-                return False
-        try:
-            self.metrics.add("checkpoint_writes")
-            if self.checkpoints.advance(checkpoint):
-                return True
-            self.metrics.add("checkpoint_conflicts")
-        except CheckpointError as exc:
-            self.metrics.add("checkpoint_errors")
-            self.log("checkpoint_failed", shard_id=checkpoint.shard_id, error=str(exc))
-        return False
+        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)
