@@ -65,7 +65,6 @@ from replicator.errors import (
     RetryableRequestError,
     SinkError,
     TerminalRequestError,
-    UnknownOutcomeError,
 )
 
 __all__ = [
@@ -394,13 +393,6 @@ class _Run:
                     left = w.sink.batch_write(w.table, pending)
                 else:
                     left = w.sink.batch_write(w.table, pending, guard=self.guard)
-            except (RetryableRequestError, UnknownOutcomeError) as exc:
-                failures += 1
-                self._add(throttles=1)
-                if failures >= w.backoff.max_attempts:
-                    self._exhausted(pending, later, exc, failures)
-                    return
-                continue
             except InvalidRequestError as exc:
                 if len(pending) == 1:
                     with self.lock:
@@ -415,7 +407,7 @@ class _Run:
                 self._stop(error=exc)
                 self._unwritten(pending, later)
                 return
-            except SinkError as exc:  # any other sink error: treat as an unknown outcome
+            except SinkError as exc:  # retryable, unknown outcome or any other: back off, again
                 failures += 1
                 self._add(throttles=1)
                 if failures >= w.backoff.max_attempts:
