@@ -9,7 +9,6 @@ unknown outcome (it may have been written). Clients should be built with botocor
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +23,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from replicator.adapters.send_guard import SendGuard
 from replicator.core.putrecords import EntryResult, PutEntry
 from replicator.core.records import SourceRecord
 from replicator.core.watermark import ShardInfo
 from replicator.errors import (
     InvalidRequestError,
-    ReplicatorError,
     RetryableRequestError,
     SinkError,
     TerminalRequestError,
@@ -91,16 +90,7 @@ class KinesisSink:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.calls = 0
-        self._guard = threading.local()
-        events = getattr(getattr(client, "meta", None), "events", None)
-        if events is not None:
-            events.register("before-send.kinesis.PutRecords", self._before_send)
-
-    def _before_send(self, **kwargs: Any) -> None:
-        check = getattr(self._guard, "check", None)
-        if check is not None:
-            check()
-        return None  # botocore sends the request
+        self._guard = SendGuard(client, "before-send.kinesis.PutRecords")
 
     def put_record(self, stream: str, partition_key: str, data: bytes) -> tuple[str, str]:
         """One single-record PutRecord (only the sample behaviour uses it): (shard, sequence)."""
@@ -126,15 +116,9 @@ class KinesisSink:
                 item["ExplicitHashKey"] = e.explicit_hash_key
             wire.append(item)
         self.calls += 1
-        self._guard.check = guard
-        try:
-            response = self.client.put_records(StreamName=stream, Records=wire)
-        except ReplicatorError:
-            raise  # the guard refused at the last moment: nothing was sent
-        except Exception as exc:  # every failure of the call is classified, none escapes raw
-            raise translate(exc) from exc
-        finally:
-            self._guard.check = None
+        response = self._guard.call(
+            guard, lambda: self.client.put_records(StreamName=stream, Records=wire), translate
+        )
         return [
             EntryResult(
                 shard_id=r.get("ShardId"),

@@ -20,10 +20,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replicator.adapters.kinesis import translate as _translate_kinesis
+from replicator.adapters.send_guard import SendGuard
 from replicator.core.table_writes import WriteRequest, key_id
 from replicator.errors import (
     InvalidRequestError,
-    ReplicatorError,
     RetryableRequestError,
     SinkError,
 )
@@ -51,8 +51,8 @@ class DynamoTableWriter:
     """TableWriteSink over a boto3 DynamoDB client (the target region).
 
     ``batch_write(..., guard=check)`` calls ``check`` once more in botocore's ``before-send``
-    event, after the request was built and signed and before any byte leaves, so a process
-    paused while building a request cannot send it after its lease was taken (as
+    event, after the request was built and signed and before any byte leaves
+    (:class:`~replicator.adapters.send_guard.SendGuard`, as for
     :class:`replicator.adapters.kinesis.KinesisSink`). Safe to call from several threads (the
     guard is per thread; boto3 clients are thread-safe).
     """
@@ -61,16 +61,7 @@ class DynamoTableWriter:
         self.client = client
         self.calls = 0
         self._lock = threading.Lock()
-        self._guard = threading.local()
-        events = getattr(getattr(client, "meta", None), "events", None)
-        if events is not None:
-            events.register("before-send.dynamodb.BatchWriteItem", self._before_send)
-
-    def _before_send(self, **kwargs: Any) -> None:
-        check = getattr(self._guard, "check", None)
-        if check is not None:
-            check()
-        return None  # botocore sends the request
+        self._guard = SendGuard(client, "before-send.dynamodb.BatchWriteItem")
 
     def batch_write(
         self,
@@ -81,15 +72,9 @@ class DynamoTableWriter:
         wire = [r.wire() for r in requests]
         with self._lock:
             self.calls += 1
-        self._guard.check = guard
-        try:
-            response = self.client.batch_write_item(RequestItems={table: wire})
-        except ReplicatorError:
-            raise  # the guard refused at the last moment: nothing was sent
-        except Exception as exc:  # every failure of the call is classified, none escapes raw
-            raise translate(exc) from exc
-        finally:
-            self._guard.check = None
+        response = self._guard.call(
+            guard, lambda: self.client.batch_write_item(RequestItems={table: wire}), translate
+        )
         left = (response.get("UnprocessedItems") or {}).get(table) or []
         return unprocessed_requests(requests, left)
 
