@@ -66,15 +66,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     names = ResourceNames(config.prefix)
     source_region, target_region = config.region(side), config.region(target)
     clients = AwsClients(config, max_attempts=1, read_timeout=10.0)
-    # Writes to the target are bounded in time so that each ends inside the lease it started in
-    # (replicator.core.fence): connect + read timeouts = --write-timeout.
-    write_timeout = options.write_timeout(args)
-    writes = AwsClients(
-        config,
-        max_attempts=1,
-        connect_timeout=write_timeout / 4,
-        read_timeout=write_timeout * 3 / 4,
-    )
+    writes = AwsClients(config, max_attempts=1, **options.write_timeouts(args))
     files = RunFiles(run_dir, worker_id, SAMPLE_LABEL if sample else None)
     reader = KinesisReader(clients.client("kinesis", side), names.stream)
     scope = checkpoint_scope("kinesis", names.stream, source_region)
@@ -84,7 +76,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     if sample:
         replicator, sink, lookup, calls = _sample_replicator(
             config, names, side, source_region, target_region, scope, checkpoints, files,
-            worker_id, write_timeout,
+            worker_id, options.write_timeouts(args),
         )  # fmt: skip
         publisher: Any = NoClaims()
         files.log("start", note=SAMPLE_NOTE)
@@ -199,7 +191,7 @@ def _reference_replicator(args, clients, writes, names, side, source_region, tar
 SAMPLE_KINESIS_ATTEMPTS, SAMPLE_DYNAMODB_ATTEMPTS = 4, 9
 
 
-def _sample_replicator(config, names, side, source_region, target_region, scope, positions, files, worker_id, write_timeout):  # fmt: skip
+def _sample_replicator(config, names, side, source_region, target_region, scope, positions, files, worker_id, timeouts):  # fmt: skip
     from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoSampleWatermark
     from replicator.adapters.kinesis import KinesisSink
     from replicator.core.sample import SampleReplicator
@@ -207,7 +199,6 @@ def _sample_replicator(config, names, side, source_region, target_region, scope,
 
     # Each attempt is bounded like the reference's writes; the SDK's retries multiply the bound
     # (the poller's lease fence is looser for the sample than for the reference).
-    timeouts = {"connect_timeout": write_timeout / 4, "read_timeout": write_timeout * 3 / 4}
     kinesis = AwsClients(config, max_attempts=SAMPLE_KINESIS_ATTEMPTS, **timeouts)
     dynamodb = AwsClients(config, max_attempts=SAMPLE_DYNAMODB_ATTEMPTS, **timeouts)
     sink = KinesisSink(kinesis.client("kinesis", side.other))

@@ -156,6 +156,13 @@ def write_timeout(args: argparse.Namespace) -> float:
     return args.write_timeout if args.write_timeout is not None else args.lease_seconds / 3
 
 
+def write_timeouts(args: argparse.Namespace) -> dict[str, float]:
+    """The target clients' connect and read timeouts, adding up to ``--write-timeout``: a write
+    to the target then ends inside the lease it started in (:mod:`replicator.core.fence`)."""
+    bound = write_timeout(args)
+    return {"connect_timeout": bound / 4, "read_timeout": bound * 3 / 4}
+
+
 def poller_settings(
     args: argparse.Namespace, *, batch_limit: int, start_at_latest: bool
 ) -> PollerSettings:

@@ -229,12 +229,9 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
     )
     write_timeout = options.write_timeout(args)
     writes = AwsClients(
-        config,
-        max_attempts=1,
-        connect_timeout=write_timeout / 4,
-        read_timeout=write_timeout * 3 / 4,
-        max_pool_connections=copy_in_flight + apply_in_flight + 4,
-    )
+        config, max_attempts=1, max_pool_connections=copy_in_flight + apply_in_flight + 4,
+        **options.write_timeouts(args),
+    )  # fmt: skip
     files = RunFiles(run_dir, worker_id)
     scope = checkpoint_scope("dynamodb", names.items_table, source_region)
     target_ddb = writes.client("dynamodb", target)
