@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from table_pipeline import provisioned_tables, scan
 
 from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side, parse_config
+from xrh.config import HarnessConfig, Side
 from xrh.contracts import (
     BOOTSTRAP_SEGMENT_PREFIX,
     BOOTSTRAP_SHARD_ID,
@@ -29,7 +30,6 @@ from xrh.contracts import (
     checkpoint_scope,
 )
 from xrh.endpoint import EmbeddedEndpoint
-from xrh.provision import destroy, provision
 from xrh.resources import ResourceNames
 
 pytestmark = pytest.mark.functional
@@ -40,14 +40,10 @@ PRELOAD = 3000
 @pytest.fixture
 def tables(endpoint: EmbeddedEndpoint, tmp_path: Path) -> Iterator[HarnessConfig]:
     """The dynamodb pipeline in both regions (unique prefix), A's table pre-loaded."""
-    prefix = f"tb{os.getpid() % 10000}-{time.monotonic_ns() % 100000}"
-    config = parse_config(
-        ["--pipeline", "dynamodb", "--prefix", prefix, "--runs-dir", str(tmp_path / "runs")],
-        environ={},
-    ).with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
-    provision(config)
+    provisioned = provisioned_tables(endpoint, tmp_path, "tb")
+    config = next(provisioned)
     da = AwsClients(config, max_pool_connections=8).client("dynamodb", Side.A)
-    table = ResourceNames(prefix).items_table
+    table = ResourceNames(config.prefix).items_table
 
     def load(start: int) -> None:
         items = [{"PutRequest": {"Item": {"pk": {"S": f"k{i:05d}"}, "v": {"N": str(i)},
@@ -63,20 +59,7 @@ def tables(endpoint: EmbeddedEndpoint, tmp_path: Path) -> Iterator[HarnessConfig
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(load, range(0, PRELOAD, 25)))
     yield config
-    if endpoint.alive():
-        destroy(config)
-
-
-def scan(client, table: str) -> dict[str, dict]:
-    items: dict[str, dict] = {}
-    kwargs = {"TableName": table, "ConsistentRead": True}
-    for _ in range(10_000):
-        page = client.scan(**kwargs)
-        items.update({i["pk"]["S"]: i for i in page["Items"]})
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    raise AssertionError("scan did not end")
+    next(provisioned, None)  # destroy
 
 
 def command(config: HarnessConfig, run_dir: Path, worker: str, *extra: str) -> list[str]:

@@ -4,13 +4,13 @@ BatchWriteItem unprocessed; B ends equal to A and the checkpoint covers the stre
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from table_pipeline import provisioned_tables, scan
 
 from replicator.adapters.dynamodb import DynamoCheckpointStore
 from replicator.adapters.leases import LeaseTable
@@ -21,10 +21,9 @@ from replicator.core.table_apply import BootstrapGate, TableApplier
 from replicator.core.table_writes import BatchWriter
 from replicator.runners.poller import NoClaims, Poller, PollerSettings
 from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side, parse_config
+from xrh.config import HarnessConfig, Side
 from xrh.contracts import BOOTSTRAP_SHARD_ID, checkpoint_scope, iso_ms
 from xrh.endpoint import EmbeddedEndpoint
-from xrh.provision import destroy, provision
 from xrh.resources import ResourceNames
 
 pytestmark = pytest.mark.functional
@@ -33,27 +32,7 @@ pytestmark = pytest.mark.functional
 @pytest.fixture
 def tables(endpoint: EmbeddedEndpoint, tmp_path: Path) -> Iterator[HarnessConfig]:
     """The dynamodb pipeline provisioned in both regions with a unique prefix."""
-    prefix = f"ta{os.getpid() % 10000}-{time.monotonic_ns() % 100000}"
-    config = parse_config(
-        ["--pipeline", "dynamodb", "--prefix", prefix, "--runs-dir", str(tmp_path / "runs")],
-        environ={},
-    ).with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
-    provision(config)
-    yield config
-    if endpoint.alive():
-        destroy(config)
-
-
-def scan(client, table: str) -> dict[str, dict]:
-    items: dict[str, dict] = {}
-    kwargs = {"TableName": table, "ConsistentRead": True}
-    for _ in range(1000):
-        page = client.scan(**kwargs)
-        items.update({i["pk"]["S"]: i for i in page["Items"]})
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    raise AssertionError("scan did not end")
+    yield from provisioned_tables(endpoint, tmp_path, "ta")
 
 
 def test_stream_applied_through_the_poller_with_unprocessed_items(
