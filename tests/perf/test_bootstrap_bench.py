@@ -17,7 +17,6 @@ time. Run: ``pytest tests/perf/test_bootstrap_bench.py -s`` (``XRH_BENCH_ITEMS``
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import shutil
 import tempfile
@@ -27,32 +26,28 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from replicator_bench_setup import embedded_endpoint, provisioned
 
 from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side, parse_config
+from xrh.config import HarnessConfig, Side
 from xrh.endpoint import EmbeddedEndpoint
-from xrh.provision import destroy, provision
+from xrh.provision import destroy
 from xrh.resources import ResourceNames
 
 ITEMS = int(os.environ.get("XRH_BENCH_ITEMS", "10000"))
 SEGMENTS = 4
 PAGE = 1000
 RESULTS: dict[str, dict] = {}
-_prefixes = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory) -> Iterator[EmbeddedEndpoint]:
-    config = parse_config(["--runs-dir", str(tmp_path_factory.mktemp("runs"))], environ={})
-    with EmbeddedEndpoint(config) as started:
-        yield started
+    yield from embedded_endpoint(tmp_path_factory)
 
 
 def fresh(endpoint: EmbeddedEndpoint) -> HarnessConfig:
-    prefix = f"bbench-{os.getpid() % 10000}-{next(_prefixes)}"
-    config = parse_config(["--pipeline", "dynamodb", "--prefix", prefix], environ={})
-    config = config.with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
-    provision(config)
+    config = provisioned(endpoint, "bbench", "dynamodb")
+    prefix = config.prefix
     da = AwsClients(config, max_pool_connections=8).client("dynamodb", Side.A)
     table = ResourceNames(prefix).items_table
 

@@ -10,7 +10,6 @@ fencing, claims, dead-letter sink and metrics, as ``xrh replicate`` builds it
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from replicator_bench_setup import embedded_endpoint, provisioned
 
 from replicator.adapters.dynamodb import DynamoActiveRegion, DynamoCheckpointStore
 from replicator.adapters.kinesis import KinesisReader, KinesisSink
@@ -27,31 +27,25 @@ from replicator.core.active import CachedActiveRegion
 from replicator.core.batch import ShardReplicator
 from replicator.core.putrecords import PutRecordsSender
 from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side, parse_config
+from xrh.config import HarnessConfig, Side
 from xrh.contracts import checkpoint_scope, iso_ms
 from xrh.endpoint import EmbeddedEndpoint
-from xrh.provision import destroy, provision
+from xrh.provision import destroy
 from xrh.resources import ResourceNames
 
 RECORDS = 20_000
 SAMPLE_RECORDS = 1_000  # two calls per record: kept small so the run stays short
 RESULTS: dict[str, dict] = {}
-_prefixes = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory) -> Iterator[EmbeddedEndpoint]:
-    config = parse_config(["--runs-dir", str(tmp_path_factory.mktemp("runs"))], environ={})
-    with EmbeddedEndpoint(config) as started:
-        yield started
+    yield from embedded_endpoint(tmp_path_factory)
 
 
 def fresh(endpoint: EmbeddedEndpoint, records: int) -> tuple[HarnessConfig, AwsClients]:
-    prefix = f"bench-{next(_prefixes)}"
-    config = parse_config(["--prefix", prefix], environ={}).with_endpoints(
-        endpoint.url_of("a"), endpoint.url_of("b")
-    )
-    provision(config)
+    config = provisioned(endpoint, "bench")
+    prefix = config.prefix
     clients = AwsClients(config, max_attempts=1)
     ka = clients.client("kinesis", Side.A)
     stream = ResourceNames(prefix).stream

@@ -11,13 +11,13 @@ write calls per change.
 
 from __future__ import annotations
 
-import itertools
 import random
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from replicator_bench_setup import embedded_endpoint, provisioned
 
 from replicator.adapters.dynamodb import DynamoCheckpointStore
 from replicator.adapters.leases import LeaseTable
@@ -27,33 +27,28 @@ from replicator.core.table_apply import BootstrapGate, TableApplier
 from replicator.core.table_writes import BatchWriter
 from replicator.runners.poller import NoClaims, Poller, PollerSettings
 from xrh.aws import AwsClients
-from xrh.config import HarnessConfig, Side, parse_config
+from xrh.config import HarnessConfig, Side
 from xrh.contracts import BOOTSTRAP_SHARD_ID, checkpoint_scope, iso_ms
 from xrh.endpoint import EmbeddedEndpoint
-from xrh.provision import destroy, provision
+from xrh.provision import destroy
 from xrh.resources import ResourceNames
 
 CHANGES = 8_000
 ROUNDS = 3
 KEYS = 4_000  # keys repeat (about twice each), as a workload's do
 RESULTS: dict[str, dict] = {}
-_prefixes = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory) -> Iterator[EmbeddedEndpoint]:
-    config = parse_config(["--runs-dir", str(tmp_path_factory.mktemp("runs"))], environ={})
-    with EmbeddedEndpoint(config) as started:
-        yield started
+    yield from embedded_endpoint(tmp_path_factory)
 
 
 def fresh(endpoint: EmbeddedEndpoint) -> tuple[HarnessConfig, AwsClients]:
     """A provisioned dynamodb pipeline whose source stream holds CHANGES changes (the same
     contents each time: seeded), and a complete bootstrap row."""
-    prefix = f"tbench-{next(_prefixes)}"
-    config = parse_config(["--pipeline", "dynamodb", "--prefix", prefix], environ={})
-    config = config.with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
-    provision(config)
+    config = provisioned(endpoint, "tbench", "dynamodb")
+    prefix = config.prefix
     clients = AwsClients(config, max_attempts=1, max_pool_connections=8)
     names = ResourceNames(prefix)
     da = clients.client("dynamodb", Side.A)
