@@ -170,7 +170,7 @@ def _clock(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%H:%M:%S UTC")
 
 
-def _faults_table(faults: dict[str, Any]) -> str:
+def faults_table(faults: dict[str, Any]) -> str:
     if not faults.get("total"):
         return ""
     rows = "".join(
@@ -182,7 +182,7 @@ def _faults_table(faults: dict[str, Any]) -> str:
     )
 
 
-def _drill_table(drill: dict[str, Any]) -> str:
+def drill_table(drill: dict[str, Any]) -> str:
     """The drill's steps, as its nemesis took them (dashed lines on the charts)."""
     if not drill.get("timeline"):
         return ""
@@ -286,8 +286,8 @@ def render_html(report: dict[str, Any]) -> str:
 {escape(str(wm["verified"]))} (how far the data proves the target complete at the end of the
 read). A verified time before the claimed one is not a violation by itself: a claim is broken
 only when the target lacked a record it covered while it was in force (checkpoint_ahead).</p>
-{_faults_table(faults)}
-{_drill_table(details.get("drill") or {})}
+{faults_table(faults)}
+{drill_table(details.get("drill") or {})}
 <h2>Anomalies</h2>
 {anomaly_table(report)}
 <h2>Charts</h2>

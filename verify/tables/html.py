@@ -8,7 +8,7 @@ import json
 from html import escape
 from typing import Any
 
-from verify.html_report import anomaly_table, lag_text, page_start
+from verify.html_report import anomaly_table, drill_table, faults_table, lag_text, page_start
 
 _CSS = """\
 table { border-collapse: collapse; margin-bottom: 1em; } td, th { border: 1px solid #ccc;
@@ -117,6 +117,8 @@ def render_table_html(report: dict[str, Any]) -> str:
 {table_section(report)}
 <h2>Anomalies</h2>
 {anomaly_table(report)}
+{faults_table(report["details"].get("faults") or {})}
+{drill_table(report["details"].get("drill") or {})}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """

@@ -46,6 +46,8 @@ from verify.tables.evidence import (
 from verify.tables.store import TableStore
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
+from xrh.drills.nemesis import TIMELINE_FILE, read_timeline
+from xrh.faults import read_fault_log
 from xrh.resources import ResourceNames
 
 TABLE_FILE = "verify-table.json"
@@ -138,6 +140,7 @@ def _verify(
     ledger_reason: str | None = None
     own_prefix = None
     if job.with_ledger:
+        _run_events(run, details)
         metrics = None
         if run.file(runs.METRICS_FILE).exists():
             try:
@@ -201,6 +204,17 @@ def _verify(
     finally:
         store.close()
     return _report(job, started_at, judgement, reasons, ledger_reason, counts, lag, details)
+
+
+def _run_events(run: runs.RunDir, details: dict[str, Any]) -> None:
+    """What happened to the run besides its writes: injected faults and a drill's steps, as
+    the kinesis report has them (the drill matrix and the HTML read them from details). No
+    recovery time: a table holds no arrival times to measure it by."""
+    details["faults"] = read_fault_log(run.file(runs.FAULTS_FILE))
+    timeline = read_timeline(run.file(TIMELINE_FILE))
+    if timeline:
+        details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline,
+                            "recovery_s": None}  # fmt: skip
 
 
 def _judge(store: TableStore, options: dict[str, Any], details: dict[str, Any]) -> Judgement:

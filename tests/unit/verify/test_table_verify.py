@@ -302,3 +302,26 @@ def test_table_mode_without_a_stream_judges_lost_phantom_and_diverged(tmp_path: 
     (example,) = only(result.report, "diverged")
     assert example["reason"] == "items_differ"
     assert "not judged" in result.report["details"]["anomaly_details"]["stale"]["note"]
+
+
+def test_the_runs_injected_faults_and_drill_steps_are_in_the_report(pipe: Pipeline) -> None:
+    """The drill matrix and the HTML read faults and the drill's timeline from details, for the
+    table pipelines as for kinesis."""
+    from xrh.drills.nemesis import TIMELINE_FILE
+
+    pipe.put("1")
+    pipe.copy_all()
+    fault = {"at_ms": 1, "region": "b", "operation": "BatchWriteItem", "kind": "partial",
+             "entries": 3}  # fmt: skip
+    (pipe.run_dir / "faults.jsonl").write_text(json.dumps(fault) + "\n")
+    steps = [{"at_ms": 1, "action": "drill", "arg": "write-throttling", "ok": True},
+             {"at_ms": 2, "action": "faults", "arg": "b:BatchWriteItem:partial=0.3", "ok": True},
+             {"at_ms": 3, "action": "drill-end", "ok": True}]  # fmt: skip
+    (pipe.run_dir / TIMELINE_FILE).write_text("".join(json.dumps(s) + "\n" for s in steps))
+    result = verify(pipe)
+    details = result.report["details"]
+    assert details["faults"]["total"] == 1
+    assert details["drill"]["name"] == "write-throttling"
+    assert len(details["drill"]["timeline"]) == 3
+    page = result.report_html.read_text()
+    assert 'id="faults"' in page and 'id="drill"' in page
