@@ -273,6 +273,9 @@ class DynamoTableScanner:
         kwargs: dict[str, Any] = {
             "TableName": self.table, "Segment": segment, "TotalSegments": total_segments,
             "Limit": self.page_limit,
+            # strongly consistent: live apply skips changes older than the copy's start, so
+            # every page must hold every write made before it was read (table_apply)
+            "ConsistentRead": True,
         }  # fmt: skip
         if start_key is not None:
             kwargs["ExclusiveStartKey"] = start_key

@@ -27,6 +27,15 @@ that ends earlier than the attempt before it (Lambda may bisect) can set a key b
 state for a moment; the later changes, replayed in order, bring it forward again, so the
 target ends in the source's state.
 
+Changes the copy already holds. The replay starts at TRIM_HORIZON, up to 24 hours of history;
+most of it is older than the copy, which read every item after its state row's ``startedAtMs``
+(strongly consistent scan). A change whose ApproximateCreationDateTime is earlier than that by
+more than ``--max-clock-skew-ms`` plus a second (the timestamp is rounded down to the second on
+AWS) was in the table before the copy read its key, so the copied value holds it or a later
+change: ``covered_before()`` gives that cutoff, and such changes are acknowledged without a
+write (``changes_in_copy``; not in the apply lag). A later change of the same key is newer than
+the cutoff and is applied as usual, so the target still ends in the source's state.
+
 Order. Changes of one item sit in one shard in order (REFERENCE.md); the poller finishes a
 parent shard before its children and gives this class one batch at a time per shard, so a
 key's writes land in stream order. Live apply starts every shard at TRIM_HORIZON after the
@@ -69,7 +78,7 @@ COUNTERS = (
     "batches", "changes_in", "changes_applied", "squashed", "write_calls",
     "unprocessed_retries", "throttled_requests", "dead_lettered", "gated_batches",
     "failed_batches", "lease_lost_batches", "checkpoint_writes", "checkpoint_conflicts",
-    "checkpoint_errors", "get_records_calls", "shards_data_lost",
+    "checkpoint_errors", "get_records_calls", "shards_data_lost", "changes_in_copy",
 )  # fmt: skip
 
 #: States of the bootstrap row (``xrh.contracts.BootstrapState``; repeated here because the
@@ -79,6 +88,17 @@ COPYING, COMPLETE = "copying", "complete"
 
 def _no_log(event: str, **fields: object) -> None:
     return None
+
+
+def nothing_covered() -> int | None:
+    """No bootstrap copy to rely on: every change is applied."""
+    return None
+
+
+def copy_cutoff_ms(started_at_ms: int, max_clock_skew_ms: int) -> int:
+    """Changes created before this were in the table before the copy read it (module doc):
+    a second for the rounding of ApproximateCreationDateTime, plus the clock skew allowed."""
+    return started_at_ms - 1000 - max_clock_skew_ms
 
 
 def always_open() -> str | None:
@@ -169,6 +189,7 @@ class TableApplier:
         dead_letters: DeadLetterSink,
         clock_ms: Callable[[], int],
         gate: Gate = always_open,
+        covered_before: Callable[[], int | None] = nothing_covered,
         watermark: WatermarkSettings | None = None,
         metrics: Metrics | None = None,
         log: Log = _no_log,
@@ -181,6 +202,7 @@ class TableApplier:
         self.dead_letters = dead_letters
         self.clock_ms = clock_ms
         self.gate = gate
+        self.covered_before = covered_before
         self.watermark = watermark or WatermarkSettings()
         self.metrics = metrics or Metrics(counters=dict.fromkeys(COUNTERS, 0))
         self.log = log
@@ -209,7 +231,11 @@ class TableApplier:
             m.add("gated_batches")
             self.log("apply_gated", shard_id=shard_id, changes=len(records), reason=waiting)
             return BatchResult(BatchStatus.FAILED, 0, first, error=waiting)
-        last = squash(records)
+        pending = self._not_in_copy(records)
+        if not pending:
+            return self._acknowledge(shard_id, records, [], tip_read_at_ms, shard_end, fence,
+                                     skipped_history)  # fmt: skip
+        last = squash(pending)
         blind = [c for c in last if not c.is_remove and c.new_image is None]
         if blind:
             m.add("failed_batches")
@@ -253,8 +279,35 @@ class TableApplier:
             m.add("dead_lettered", len(letters))
             self.log("dead_lettered", shard_id=shard_id, changes=len(letters))
             dead_keys = {key_id(r.key) for r, _ in report.dead}
+        applied = [c for c in pending if not dead_keys or key_id(c.keys) not in dead_keys]
+        return self._acknowledge(shard_id, records, applied, tip_read_at_ms, shard_end, fence,
+                                 skipped_history)  # fmt: skip
+
+    def _not_in_copy(self, records: Sequence[ChangeRecord]) -> Sequence[ChangeRecord]:
+        """The changes to write: those the bootstrap copy may not hold (module doc)."""
+        cutoff = self.covered_before()
+        if cutoff is None:
+            return records
+        pending = [
+            c for c in records if c.approximate_ms is None or c.approximate_ms >= cutoff
+        ]
+        if len(pending) < len(records):
+            self.metrics.add("changes_in_copy", len(records) - len(pending))
+        return pending
+
+    def _acknowledge(
+        self,
+        shard_id: str,
+        records: Sequence[ChangeRecord],
+        applied: Sequence[ChangeRecord],
+        tip_read_at_ms: int | None,
+        shard_end: bool,
+        fence: LeaseFence | None,
+        skipped_history: bool,
+    ) -> BatchResult:
+        """Metrics and the checkpoint of a batch whose every change is in the target."""
+        m = self.metrics
         now = self.clock_ms()
-        applied = [c for c in records if not dead_keys or key_id(c.keys) not in dead_keys]
         m.add("changes_applied", len(applied))
         lag = m.histogram(APPLY_LAG)
         newest_commit: int | None = None

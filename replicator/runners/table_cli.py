@@ -58,6 +58,7 @@ class TableReplicator:
     #: with --bootstrap never: the source table's check (a stream of new images), which the
     #: bootstrap makes itself otherwise
     precheck: Any = None
+    max_clock_skew_ms: int = 500
     gate_open: bool = False
     result: Any = None
     drain_at: float | None = None  # time.time() of SIGUSR1 (or --until-drained's start)
@@ -70,6 +71,19 @@ class TableReplicator:
     def gate(self) -> str | None:
         """TableApplier's gate: None once the bootstrap returned (complete or skipped)."""
         return None if self.gate_open else "bootstrap copy not complete"
+
+    def covered_before(self) -> int | None:
+        """TableApplier's cutoff: changes older than this are in the completed copy (see
+        :mod:`replicator.core.table_apply`); None without one (skipped, never, stopped)."""
+        from replicator.core.bootstrap_report import Outcome
+        from replicator.core.table_apply import copy_cutoff_ms
+
+        result = self.result
+        if result is None or result.row is None or result.outcome not in (
+            Outcome.COPIED, Outcome.ALREADY_COMPLETE
+        ):  # fmt: skip
+            return None
+        return copy_cutoff_ms(result.row.started_at_ms, self.max_clock_skew_ms)
 
     def request_stop(self) -> None:
         self.stop = True
@@ -292,6 +306,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
         dead_letters=dead,
         clock_ms=lambda: int(time.time() * 1000),
         gate=lambda: holder["run"].gate(),
+        covered_before=lambda: holder["run"].covered_before(),
         watermark=WatermarkSettings(args.max_commit_delay_ms, args.watermark_margin_ms),
         log=files.log,
     )
@@ -348,6 +363,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
         drain_timeout_s=args.drain_timeout,
         max_seconds=args.max_seconds,
         precheck=None if bootstrap is not None else lambda: _check_source(scanner, source_region),
+        max_clock_skew_ms=args.max_clock_skew_ms,
     )
     holder["run"] = run  # --until-drained: the poller's drain timeout starts after the copy
     return run

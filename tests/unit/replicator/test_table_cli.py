@@ -147,3 +147,20 @@ def test_sigterm_during_the_copy_exits_0_without_live_apply() -> None:
     threading.Timer(0.1, run.request_stop).start()
     assert run.run() == 0
     assert not poller.ran and bootstrap.stopped.is_set() and poller.stop
+
+
+def test_the_replay_skips_only_what_a_completed_copy_holds() -> None:
+    from replicator.core.bootstrap_ownership import BootstrapRow, BootstrapState
+    from replicator.core.bootstrap_report import BootstrapResult, Outcome
+    from replicator.runners.table_cli import TableReplicator
+
+    run = TableReplicator(poller=None, applier=None, bootstrap=None, files=None, view=None,
+                          drain_timeout_s=1, max_clock_skew_ms=250)  # fmt: skip
+    assert run.covered_before() is None  # no copy (yet): apply everything
+    row = BootstrapRow(BootstrapState.COMPLETE, "w", 0, started_at_ms=10_000, segments=4)
+    for outcome in (Outcome.COPIED, Outcome.ALREADY_COMPLETE):
+        run.result = BootstrapResult(outcome, row)
+        assert run.covered_before() == 10_000 - 1000 - 250
+    for outcome in (Outcome.SKIPPED_LIVE, Outcome.STOPPED):
+        run.result = BootstrapResult(outcome, row)
+        assert run.covered_before() is None
