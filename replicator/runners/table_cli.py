@@ -236,7 +236,7 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
     names = ResourceNames(config.prefix)
     source_region, target_region = config.region(side), config.region(target)
     segments = options.scan_segments(args)
-    copy_in_flight = max(4, 2 * segments)
+    copy_in_flight = segments  # one request per segment in flight: more only contends
     apply_in_flight = 4
     clients = AwsClients(
         config, max_attempts=1, read_timeout=10.0, max_pool_connections=max(10, segments + 4)
