@@ -56,7 +56,7 @@ def test_reference_replicator_ends_the_drill_valid(tmp_path, name):
 
 
 # The dynamodb drills copy a pre-loaded table while it is written; in tests the table holds
-# 5,000 items (the drills' own 20,000 on demand, `xrh drill --all --pipeline dynamodb`).
+# 5,000 items (the drills' own 10,000 on demand, `xrh drill --all --pipeline dynamodb`).
 TABLE_DRILL = ("--pipeline", "dynamodb", "--bootstrap-items", "5000")
 
 
