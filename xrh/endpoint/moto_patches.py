@@ -19,6 +19,11 @@ moto is the embedded default, so its defects would become the harness's. Measure
   bound; it is skipped.
 - DynamoDB conditional writes check and write without a lock, so two concurrent conditional
   writes can both succeed (lease takes, checkpoints). Writes are serialised per process.
+- DynamoDB Streams keeps every shard iterator it ever handed out (one per GetRecords, about
+  1.85 KB each: a poller reading an idle shard five times a second grows the endpoint by about
+  33 MB an hour) and never expires them. On AWS an iterator expires 15 minutes after it was
+  handed out; here too, and reading one gives ExpiredIteratorException as AWS answers, which
+  readers handle by asking for a new one after their checkpoint.
 - moto 5.2's generic response serializer walks every member of the ``AttributeValue`` shape
   (ten of them) for every attribute of every item, through its alias lookups: about 0.75 ms of
   server time per item of four attributes. A parallel Scan of 30,000 items (4 segments) took
@@ -33,7 +38,10 @@ moto is the embedded default, so its defects would become the harness's. Measure
 from __future__ import annotations
 
 import bisect
+import collections
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 _PATCHED = False
@@ -74,6 +82,7 @@ def apply() -> None:
     _patch_kinesis()
     _patch_dynamodb()
     _patch_attribute_values()
+    _patch_stream_iterators()
     _PATCHED = True
 
 
@@ -321,3 +330,66 @@ def _patch_attribute_values() -> None:
 
     cls = serialize.BaseJSONSerializer
     cls._serialize_type_structure = fast_attribute_values(cls)
+
+
+#: DynamoDB Streams shard iterators expire this long after they were handed out (AWS).
+ITERATOR_TTL_S = 15 * 60
+
+
+class ExpiringIterators(dict):
+    """moto's ``shard_iterators`` map, forgetting each iterator ``ttl_s`` after it was stored
+    (the oldest are dropped as new ones come, so the map holds at most ``ttl_s`` of them)."""
+
+    def __init__(self, ttl_s: float = ITERATOR_TTL_S, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._born: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        now = self.clock()
+        with self._lock:
+            while self._born:
+                oldest, born = next(iter(self._born.items()))
+                if now - born < self.ttl_s:
+                    break
+                del self._born[oldest]
+                super().pop(oldest, None)
+            self._born[key] = now
+            super().__setitem__(key, value)
+
+
+def expired_iterator_error() -> Exception:
+    from moto.core.exceptions import JsonRESTError
+
+    return JsonRESTError(
+        "ExpiredIteratorException", "Iterator expired: more than 15 minutes old, or unknown"
+    )
+
+
+def expiring_get_records(get_records: Callable[..., Any]) -> Callable[..., Any]:
+    """GetRecords of an iterator the map no longer holds answers as AWS does, not with a 500."""
+
+    def wrapper(self: Any, iterator_arn: str, limit: int) -> Any:
+        if iterator_arn not in self.shard_iterators:
+            raise expired_iterator_error()
+        return get_records(self, iterator_arn, limit)
+
+    wrapper.__name__ = get_records.__name__
+    return wrapper
+
+
+def _patch_stream_iterators() -> None:
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    init = DynamoDBStreamsBackend.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.shard_iterators = ExpiringIterators()
+
+    DynamoDBStreamsBackend.__init__ = __init__
+    DynamoDBStreamsBackend.get_records = expiring_get_records(
+        DynamoDBStreamsBackend.get_records
+    )
