@@ -96,6 +96,13 @@ class DynamoBootstrapStore:
         item = (got or {}).get("Item")
         return None if not item or "state" not in item else BootstrapRow.from_item(_plain(item))
 
+    def state(self) -> str | None:
+        """The row's ``state`` (``copying`` / ``complete``), None without a row: live apply's
+        gate (:class:`~replicator.core.table_apply.BootstrapGate`), a consistent read so it
+        sees the copy start as soon as it is recorded."""
+        row = self.read()
+        return None if row is None else row.state.value
+
     def segments(self) -> dict[int, SegmentProgress]:
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": "#s = :s AND begins_with(shardId, :p)",

@@ -1,4 +1,4 @@
-"""boto3 DynamoDB for the table pipelines: BatchWriteItem sink, the bootstrap row's state.
+"""boto3 DynamoDB for the table pipelines: the BatchWriteItem sink.
 
 :class:`DynamoTableWriter` is the :class:`~replicator.core.table_writes.TableWriteSink` of the
 target table. botocore errors become the replicator's exceptions as for Kinesis
@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from replicator.adapters.kinesis import translate as _translate_kinesis
 from replicator.adapters.send_guard import SendGuard
@@ -99,33 +99,3 @@ def unprocessed_requests(
             raise RetryableRequestError(f"UnprocessedItems names an unknown key {key}", "Unknown")
         out.append(request)
     return out
-
-
-class DynamoBootstrapState:
-    """Reads the bootstrap copy's state row (``xrh.contracts.BootstrapRow``) from the target's
-    checkpoint table: ``state`` (``copying`` / ``complete``) or None when there is no row.
-    A consistent read: live apply must see the copy start as soon as it is recorded."""
-
-    def __init__(self, client: Any, table: str, scope: str, shard_id: str = "#bootstrap") -> None:
-        self.client = client
-        self.table = table
-        self.scope = scope
-        self.shard_id = shard_id
-        self.calls = 0
-
-    def __call__(self) -> str | None:
-        self.calls += 1
-        try:
-            response = self.client.get_item(
-                TableName=self.table,
-                Key={"scope": {"S": self.scope}, "shardId": {"S": self.shard_id}},
-                ConsistentRead=True,
-                ProjectionExpression="#s",
-                ExpressionAttributeNames={"#s": "state"},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise translate(exc) from exc
-        item = response.get("Item")
-        if not item:
-            return None
-        return str(item.get("state", {}).get("S", "")) or None

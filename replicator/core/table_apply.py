@@ -62,6 +62,7 @@ from replicator.core.batch import (
     Log,
     write_checkpoint,
 )
+from replicator.core.bootstrap_ownership import BootstrapState
 from replicator.core.changes import ChangeRecord
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.fence import LeaseFence
@@ -81,9 +82,7 @@ COUNTERS = (
     "checkpoint_errors", "get_records_calls", "shards_data_lost", "changes_in_copy",
 )  # fmt: skip
 
-#: States of the bootstrap row (``xrh.contracts.BootstrapState``; repeated here because the
-#: Lambda package carries only ``replicator``).
-COPYING, COMPLETE = "copying", "complete"
+COPYING, COMPLETE = BootstrapState.COPYING.value, BootstrapState.COMPLETE.value
 
 
 def _no_log(event: str, **fields: object) -> None:

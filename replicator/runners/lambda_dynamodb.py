@@ -85,8 +85,9 @@ def build(environ: dict[str, str], clients: Any = None) -> TableApplier:
     attempts = _number(environ, "MAX_ATTEMPTS", "8")
     ttl = _number(environ, "BOOTSTRAP_TTL_S", "5", float)
     require = _flag(environ, "REQUIRE_BOOTSTRAP", True)
+    from replicator.adapters.dynamodb_bootstrap import DynamoBootstrapStore
     from replicator.adapters.s3 import S3DeadLetterSink
-    from replicator.adapters.table import DynamoBootstrapState, DynamoTableWriter
+    from replicator.adapters.table import DynamoTableWriter
 
     if clients is None:
         import boto3
@@ -106,7 +107,7 @@ def build(environ: dict[str, str], clients: Any = None) -> TableApplier:
     target = environ["TARGET_REGION"]
     target_dynamodb = clients("dynamodb", target)
     scope = f"dynamodb:{table}:{source_region}"  # xrh.contracts.checkpoint_scope
-    state = DynamoBootstrapState(target_dynamodb, environ["CHECKPOINT_TABLE"], scope)
+    state = DynamoBootstrapStore(target_dynamodb, environ["CHECKPOINT_TABLE"], scope).state
     return TableApplier(
         table=table,
         source_region=source_region,

@@ -20,9 +20,10 @@ import pytest
 from replicator_bench_setup import embedded_endpoint, provisioned
 
 from replicator.adapters.dynamodb import DynamoCheckpointStore
+from replicator.adapters.dynamodb_bootstrap import DynamoBootstrapStore
 from replicator.adapters.leases import LeaseTable
 from replicator.adapters.streams import DynamoStreamReader
-from replicator.adapters.table import DynamoBootstrapState, DynamoTableWriter
+from replicator.adapters.table import DynamoTableWriter
 from replicator.core.table_apply import BootstrapGate, TableApplier
 from replicator.core.table_writes import BatchWriter
 from replicator.runners.poller import NoClaims, Poller, PollerSettings
@@ -118,12 +119,12 @@ def live_apply(config: HarnessConfig, clients: AwsClients) -> dict:
     da, db = clients.client("dynamodb", Side.A), clients.client("dynamodb", Side.B)
     scope = checkpoint_scope("dynamodb", table, config.region_a)
     sink = DynamoTableWriter(db)
-    state = DynamoBootstrapState(db, names.checkpoint_table, scope)
+    bootstrap_row = DynamoBootstrapStore(db, names.checkpoint_table, scope)
     store = DynamoCheckpointStore(db, names.checkpoint_table, scope, owner="bench")
     applier = TableApplier(
         table=table, source_region=config.region_a, target_region=config.region_b,
         writer=BatchWriter(sink, table, max_in_flight=4), checkpoints=store, dead_letters=None,
-        clock_ms=lambda: int(time.time() * 1000), gate=BootstrapGate(state),
+        clock_ms=lambda: int(time.time() * 1000), gate=BootstrapGate(bootstrap_row.state),
     )  # fmt: skip
     reader = DynamoStreamReader(clients.client("dynamodbstreams", Side.A), da, table)
     leases = LeaseTable(da, names.lease_table, table, "bench")
@@ -146,7 +147,7 @@ def live_apply(config: HarnessConfig, clients: AwsClients) -> dict:
             "source_reads": reader.calls,
             "target_writes": sink.calls,
             "checkpoint": store.calls,
-            "bootstrap_state": state.calls,
+            "bootstrap_state": bootstrap_row.calls,
             "leases": leases.calls,
         }
     finally:

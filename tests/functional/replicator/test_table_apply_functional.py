@@ -13,9 +13,10 @@ import pytest
 from table_pipeline import provisioned_tables, scan
 
 from replicator.adapters.dynamodb import DynamoCheckpointStore
+from replicator.adapters.dynamodb_bootstrap import DynamoBootstrapStore
 from replicator.adapters.leases import LeaseTable
 from replicator.adapters.streams import DynamoStreamReader
-from replicator.adapters.table import DynamoBootstrapState, DynamoTableWriter
+from replicator.adapters.table import DynamoTableWriter
 from replicator.core.putrecords import Backoff
 from replicator.core.table_apply import BootstrapGate, TableApplier
 from replicator.core.table_writes import BatchWriter
@@ -70,7 +71,7 @@ def test_stream_applied_through_the_poller_with_unprocessed_items(
                            max_in_flight=4),
         checkpoints=DynamoCheckpointStore(db, names.checkpoint_table, scope, owner="t"),
         dead_letters=None, clock_ms=lambda: int(time.time() * 1000),
-        gate=BootstrapGate(DynamoBootstrapState(db, names.checkpoint_table, scope)),
+        gate=BootstrapGate(DynamoBootstrapStore(db, names.checkpoint_table, scope).state),
     )  # fmt: skip
     poller = Poller(
         reader=DynamoStreamReader(clients.client("dynamodbstreams", Side.A), da, table),  # type: ignore[arg-type]

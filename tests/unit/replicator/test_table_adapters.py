@@ -13,8 +13,9 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from replicator.adapters.dynamodb_bootstrap import DynamoBootstrapStore
 from replicator.adapters.streams import DynamoStreamReader, IteratorExpired, TrimmedData
-from replicator.adapters.table import DynamoBootstrapState, DynamoTableWriter
+from replicator.adapters.table import DynamoTableWriter
 from replicator.core.changes import ChangeEvent
 from replicator.core.table_writes import WriteRequest
 from replicator.errors import (
@@ -115,7 +116,7 @@ def test_bootstrap_state_reads_the_row_consistently() -> None:
         [(200, {"Item": {"state": {"S": "copying"}}}), (200, {})], sent
     )
     client.meta.events.register("before-send.dynamodb.GetItem", answer)
-    read = DynamoBootstrapState(client, "cp", "dynamodb:app-items:us-east-1")
+    read = DynamoBootstrapStore(client, "cp", "dynamodb:app-items:us-east-1").state
     assert read() == "copying" and read() is None
     assert sent[0]["ConsistentRead"] is True
     assert sent[0]["Key"] == {"scope": {"S": "dynamodb:app-items:us-east-1"},
