@@ -76,6 +76,10 @@ class _Shard:
     iterator: str | None = None
     last_seq: str | None = None
     caught_up: bool = False
+    #: clock() when the read that found the shard caught up was sent: a drain counts only reads
+    #: sent after it was requested (an answer held up by a frozen endpoint may predate records
+    #: its producers were acknowledged for before the drain)
+    caught_up_read_at: float = float("-inf")
     last_idle_write: float = 0.0
     fence: LeaseFence | None = None
     skipped_history: bool = False  # started at the poller's start time: no shard watermark
@@ -343,6 +347,7 @@ class Poller:
             if state.iterator is None:
                 return False
         read_at = self.ms()
+        sent_at = self.clock()
         result = self.reader.read(shard_id, state.iterator, self.settings.batch_limit)
         self.replicator.metrics.add("get_records_calls")
         at_tip = (
@@ -355,6 +360,7 @@ class Poller:
         shard_end = result.next_iterator is None
         if not result.records:
             state.caught_up = at_tip
+            state.caught_up_read_at = sent_at
             state.iterator = result.next_iterator
             now = self.clock()
             if shard_end or (
@@ -425,8 +431,9 @@ class Poller:
         pending = getattr(self.replicator, "handover_pending", None)
         if pending is not None and pending():
             return False  # the new region waits for this region's handover: finish it first
-        if not all(s.caught_up for s in self.owned.values()):
-            return False
+        since = self.drain_since if self.drain_since is not None else float("-inf")
+        if not all(s.caught_up and s.caught_up_read_at > since for s in self.owned.values()):
+            return False  # every owned shard read to its tip by a read sent after the request
         now = self.ms()
         leases, workers = self.leases.list()
         for info in self.shards:  # nothing eligible left unowned

@@ -1,7 +1,7 @@
 """The shard poller over fakes: it reads nothing while the replicator's gate is shut (no
 GetShardIterator or GetRecords each poll interval, no ``batch_retry``), and it stops working a
 shard whose records were trimmed before they were applied (logged once, counted, and reported
-by the exit: code 2 on drain)."""
+by the exit: code 2 on drain). A drain counts only reads sent after it was requested."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from replicator.adapters.leases import Lease
 from replicator.adapters.streams import TrimmedData
 from replicator.core.batch import BatchResult, BatchStatus
 from replicator.core.metrics import Metrics
+from replicator.core.records import SourceRecord
 from replicator.core.watermark import ShardInfo
 from replicator.runners.poller import EXIT_NOT_DRAINED, Poller, PollerSettings
 
@@ -166,3 +167,42 @@ def test_trimmed_records_are_reported_by_a_stop_too() -> None:
     assert p.run() == 0  # not draining: the exit code stays, the reason says it
     assert "lost records" in p.exit_reason
     assert reader.iterators == 1
+
+
+class HeldReader(Reader):
+    """A frozen source: the read sent at ``hold_at`` is answered empty only after the drain
+    was requested and a record its producer was acknowledged for had arrived."""
+
+    def __init__(self, hold_at: int, poller_ref: list) -> None:
+        super().__init__()
+        self.hold_at, self.poller_ref = hold_at, poller_ref
+        self.pending: list[SourceRecord] = []
+
+    def read(self, shard_id: str, iterator: str, limit: int) -> ReadResult:
+        self.reads += 1
+        if self.reads == self.hold_at:  # held past the resume: the answer predates the record
+            self.pending = [SourceRecord("shard-0", "49000000000000000001", "k", b"{}", 0)]
+            self.poller_ref[0].request_drain()
+            return ReadResult([], "it", 0)
+        records, self.pending = self.pending, []
+        return ReadResult(records, "it", 0)
+
+
+class CountingApplier(Applier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records = 0
+
+    def process(self, shard_id, records, **kw) -> BatchResult:
+        self.records += len(records)
+        return super().process(shard_id, records, **kw)
+
+
+def test_a_drain_waits_for_a_read_sent_after_it_was_requested() -> None:
+    ref: list = []
+    reader, applier = HeldReader(hold_at=20, poller_ref=ref), CountingApplier()
+    p, events = poller(reader, applier, drain_timeout_s=30.0)
+    ref.append(p)
+    assert p.run() == 0 and p.exit_reason == "drained"
+    assert applier.records == 1  # the record acknowledged before the drain was copied
+    assert reader.reads > 21
