@@ -123,7 +123,7 @@ def _failover_command(args: argparse.Namespace) -> int:
     replicators hand over without losing records in flight (replicator.core.active)."""
     import time
 
-    from replicator.adapters.dynamodb import set_active_region
+    from replicator.adapters.dynamodb import DynamoActiveRegion, set_active_region
     from xrh.aws import AwsClients
     from xrh.config import EndpointMode, Side
     from xrh.endpoint import resolve_config
@@ -159,6 +159,12 @@ def _failover_command(args: argparse.Namespace) -> int:
         )
         raise UsageError("real AWS: re-run with --yes to carry this out")
     since_ms = int(time.time() * 1000)
+    # The switch in force now joins the history: the new region may still be working off what
+    # arrived under it, and must keep treating those records by that switch's handover.
+    latest = max(items.values(), key=lambda i: int(i.get("activeSinceMs", {}).get("N", "0")))
+    assignment = DynamoActiveRegion.assignment_of(latest) if latest.get("activeRegion") else None
+    earlier = [] if assignment is None or assignment.switch is None else [assignment.switch]
+    earlier += list(assignment.earlier if assignment is not None else ())
     for side in (to.other, to):  # the old region first: it learns to stop at since_ms
         set_active_region(
             clients.client("dynamodb", side),
@@ -167,6 +173,7 @@ def _failover_command(args: argparse.Namespace) -> int:
             config.region(to),
             since_ms=since_ms,
             previous_region=previous,
+            earlier=earlier,
         )
     print(
         f"{config.region(to)} is active for {names.stream} since {since_ms} (was {previous}); "
@@ -184,8 +191,8 @@ def _wait_for_handover(config, clients, names, items, args) -> None:  # noqa: AN
     """A switch made while the previous one's handover is still running would let the old
     region's late copies come back (replicator.core.handover): wait for it to complete (or
     for its previous region to stop heartbeating), up to --wait seconds; --force skips this.
-    Not covered: the new region may still be working off what it held when the handover
-    completed; a switch in that window (a few seconds) can still let records come back."""
+    What the new region still works off after that keeps the first switch's gate: the item's
+    switchHistory remembers it."""
     import time
 
     from replicator.adapters.dynamodb import DynamoHandoverStore
@@ -255,10 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(failover)
     failover.add_argument("--to", required=True, choices=["a", "b"], help="region to make active")
     failover.add_argument("--yes", action="store_true", help="confirm the switch on real AWS")
-    failover.add_argument("--wait", type=float, default=60.0,
-                          help="seconds to wait for the previous switch's handover (default 60)")
-    failover.add_argument("--force", action="store_true",
-                          help="switch even while the previous handover is running")
+    failover.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the previous switch's handover (default 60)",
+    )
+    failover.add_argument(
+        "--force", action="store_true", help="switch even while the previous handover is running"
+    )
     failover.set_defaults(handler=_failover_command)
 
     for name, (module, help_text) in EXTERNAL_COMMANDS.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from replicator.core.active import Assignment
+from replicator.core.active import MAX_EARLIER_SWITCHES, Assignment, Switch
 from replicator.core.bootstrap_ownership import BOOTSTRAP_SHARD_ID
 from replicator.core.checkpoint import (
     WATERMARK_SHARD_ID,
@@ -216,15 +216,34 @@ class DynamoActiveRegion:
                 f"{self.table}: lookup of {stream!r} failed: {exc}"
             ) from exc
         item = item or {}
-        region = item.get("activeRegion", {}).get("S")
-        if not region:
+        if not item.get("activeRegion", {}).get("S"):
             raise ActiveRegionLookupError(f"{self.table}: no activeRegion for stream {stream!r}")
+        return self.assignment_of(item)
+
+    @staticmethod
+    def assignment_of(item: dict[str, Any]) -> Assignment:
+        """An item of the table (with its ``activeRegion``) as an Assignment."""
         since = item.get("activeSinceMs", {}).get("N")
-        previous = item.get("previousRegion", {}).get("S")
-        return Assignment(region, int(since) if since else None, previous)
+        return Assignment(
+            item["activeRegion"]["S"],
+            int(since) if since else None,
+            item.get("previousRegion", {}).get("S"),
+            earlier=switch_history(item),
+        )
 
     def active_region(self, stream: str) -> str:
         return self.assignment(stream).region
+
+
+def switch_history(item: dict[str, Any]) -> tuple[Switch, ...]:
+    """The earlier switches an active-region item keeps (``switchHistory``, newest first)."""
+    out = []
+    for entry in item.get("switchHistory", {}).get("L", []):
+        m = entry.get("M", {})
+        since, region = m.get("sinceMs", {}).get("N"), m.get("region", {}).get("S")
+        if since and region:
+            out.append(Switch(int(since), m.get("previousRegion", {}).get("S"), region))
+    return tuple(out)
 
 
 def set_active_region(
@@ -235,14 +254,24 @@ def set_active_region(
     *,
     since_ms: int | None = None,
     previous_region: str | None = None,
+    earlier: Sequence[Switch] = (),
 ) -> None:
     """Switch the active region (failover). With ``since_ms`` and ``previous_region`` the
-    handover is lossless (see :mod:`replicator.core.active`); without, it is the seed's switch."""
-    item = {"streamName": {"S": stream}, "activeRegion": {"S": region}}
+    handover is lossless (see :mod:`replicator.core.active`); without, it is the seed's switch.
+    ``earlier``: the switches before this one, newest first (at most MAX_EARLIER_SWITCHES kept)."""
+    item: dict[str, Any] = {"streamName": {"S": stream}, "activeRegion": {"S": region}}
     if since_ms is not None:
         item["activeSinceMs"] = {"N": str(since_ms)}
     if previous_region is not None:
         item["previousRegion"] = {"S": previous_region}
+    history = []
+    for switch in list(earlier)[:MAX_EARLIER_SWITCHES]:
+        entry = {"sinceMs": {"N": str(switch.since_ms)}, "region": {"S": switch.region}}
+        if switch.previous_region:
+            entry["previousRegion"] = {"S": switch.previous_region}
+        history.append({"M": entry})
+    if history:
+        item["switchHistory"] = {"L": history}
     client.put_item(TableName=table, Item=item)
 
 

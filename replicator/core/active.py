@@ -19,6 +19,12 @@ switch takes effect at once.
 Arrival times are the streams' ``ApproximateArrivalTimestamp``; ``activeSinceMs`` should come from
 a clock in step with them (on AWS, any NTP-synchronised host).
 
+A second switch soon after the first must not forget it: the new region may still be working
+off records that arrived after the first switch, among them the first previous region's late
+copies. So the item also keeps ``switchHistory``, the earlier switches (newest first, at most
+:data:`MAX_EARLIER_SWITCHES`), and a record belongs to the region that was active when it
+arrived, under whichever switch was then in force (:meth:`Assignment.switch_at`).
+
 A cached answer may say "stand down" only for records that arrived before it was read: a record
 that arrived later might belong to a switch the cache has not seen, so the batch asks again
 (``not_before_ms``). Copying on a stale answer is safe (at worst a duplicate); standing down on
@@ -37,23 +43,66 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+#: earlier switches an active-region item remembers (a record that arrived before the oldest
+#: is taken to belong to that switch's previous region)
+MAX_EARLIER_SWITCHES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """One switch: ``previous_region`` handed the stream over to ``region`` at ``since_ms``."""
+
+    since_ms: int
+    previous_region: str | None
+    region: str
+
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
-    """The active region of a stream and, after a switch, when it began and who was before."""
+    """The active region of a stream and, after a switch, when it began and who was before;
+    ``earlier``: the switches before that one, newest first."""
 
     region: str
     since_ms: int | None = None
     previous_region: str | None = None
     read_at_ms: int | None = None  # wall-clock time of the lookup (None: read just now)
+    earlier: tuple[Switch, ...] = ()
+
+    @property
+    def switch(self) -> Switch | None:
+        """The switch in force now (None: the seed's item, no handover time)."""
+        if self.since_ms is None:
+            return None
+        return Switch(self.since_ms, self.previous_region, self.region)
+
+    def switch_at(self, arrival_ms: int | None) -> Switch | None:
+        """The switch in force when a record arrived (None: before every switch remembered,
+        or no handover times at all)."""
+        current = self.switch
+        if current is None or arrival_ms is None:
+            return None
+        for switch in (current, *self.earlier):
+            if arrival_ms >= switch.since_ms:
+                return switch
+        return None
+
+    def active_at(self, arrival_ms: int | None) -> str | None:
+        """The region that was active when a record arrived: the one that copies it."""
+        if self.since_ms is None or arrival_ms is None:
+            return self.region
+        switch = self.switch_at(arrival_ms)
+        if switch is not None:
+            return switch.region
+        oldest = self.earlier[-1] if self.earlier else self.switch
+        return oldest.previous_region if oldest is not None else None
 
     def copies(self, this_region: str, arrival_ms: int | None) -> bool:
         """Whether the replicator in ``this_region`` copies a record that arrived at ``arrival_ms``."""
-        if self.since_ms is None or arrival_ms is None:
-            return self.region == this_region
-        if self.region == this_region:
-            return arrival_ms >= self.since_ms
-        return self.previous_region == this_region and arrival_ms < self.since_ms
+        return self.active_at(arrival_ms) == this_region
+
+    def with_read_at(self, read_at_ms: int | None) -> Assignment:
+        return Assignment(self.region, self.since_ms, self.previous_region, read_at_ms,
+                          self.earlier)  # fmt: skip
 
 
 class ActiveRegionLookup(Protocol):
@@ -87,7 +136,7 @@ class CachedActiveRegion:
                 return hit[0]
         read_at_ms = self.wall_clock_ms() if self.wall_clock_ms else None
         found = self.lookup.assignment(stream)  # raises ActiveRegionLookupError
-        found = Assignment(found.region, found.since_ms, found.previous_region, read_at_ms)
+        found = found.with_read_at(read_at_ms)
         self._cache[stream] = (found, now)
         return found
 
@@ -105,11 +154,13 @@ class StaticActiveRegion:
         *,
         since_ms: int | None = None,
         previous_region: str | None = None,
+        earlier: tuple[Switch, ...] = (),
     ) -> None:
         self.region = region
         self.error = error
         self.since_ms = since_ms
         self.previous_region = previous_region
+        self.earlier = earlier
         self.calls = 0
 
     def assignment(self, stream: str, *, not_before_ms: int | None = None) -> Assignment:
@@ -117,7 +168,7 @@ class StaticActiveRegion:
         if self.error is not None:
             raise self.error
         assert self.region is not None
-        return Assignment(self.region, self.since_ms, self.previous_region)
+        return Assignment(self.region, self.since_ms, self.previous_region, None, self.earlier)
 
     def active_region(self, stream: str) -> str:
         return self.assignment(stream).region

@@ -33,7 +33,7 @@ from replicator.core.active import ActiveRegionLookup, Assignment
 from replicator.core.changes import ChangeRecord
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.fence import LeaseFence
-from replicator.core.handover import Gate, Handover, HandoverKey, copy_id
+from replicator.core.handover import Gate, Handover, HandoverKey, copy_id, gate_batch
 from replicator.core.metrics import Metrics
 from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender, SendReport
 from replicator.core.records import SourceRecord, commit_ms_of
@@ -210,70 +210,85 @@ class ShardReplicator:
             assert self.handover is not None
             close = self.handover.closes_at(late)
             flags = [
-                flag if r.arrival_ms is None else r.arrival_ms < close
+                flag or (r.arrival_ms is not None and late.since_ms <= r.arrival_ms < close)
                 for flag, r in zip(flags, records, strict=True)
             ]
         ctx = _Shard(fence, skipped_history, late)
-        if key is not None and key.new == self.source_region and any(flags):
-            gated = self._gate(shard_id, records, flags, key, assignment.region, ctx)
+        if self.handover is not None and assignment.since_ms is not None and any(flags):
+            gated = self._gate(shard_id, records, flags, assignment, ctx)
             if isinstance(gated, BatchResult):
                 return gated
             flags = gated
-        runs = _runs(flags)
-        if len(runs) == 1:
-            if runs[0][0]:
-                result = self._copy(shard_id, records, tip_read_at_ms, shard_end, ctx)
-            else:
-                result = self._stand_down(shard_id, records, assignment.region, shard_end, ctx)
-        else:
-            result = self._handover(
-                shard_id, records, runs, assignment.region, tip_read_at_ms, shard_end, ctx
-            )
+        result = self._dispatch(
+            shard_id, records, flags, assignment.region, tip_read_at_ms, shard_end, ctx
+        )
         self._note_passed(shard_id, records, result)
         return result
+
+    def _dispatch(
+        self,
+        shard_id: str,
+        records: Sequence[SourceRecord],
+        flags: list[bool],
+        active: str,
+        tip_read_at_ms: int | None,
+        shard_end: bool,
+        ctx: _Shard,
+    ) -> BatchResult:
+        """Copy the flagged records and stand down for the others."""
+        runs = _runs(flags)
+        if len(runs) > 1:
+            return self._handover(shard_id, records, runs, active, tip_read_at_ms, shard_end, ctx)
+        if runs[0][0]:
+            return self._copy(shard_id, records, tip_read_at_ms, shard_end, ctx)
+        return self._stand_down(shard_id, records, active, shard_end, ctx)
 
     def _gate(
         self,
         shard_id: str,
         records: Sequence[SourceRecord],
         flags: list[bool],
-        key: HandoverKey,
-        active: str,
+        assignment: Assignment,
         ctx: _Shard,
     ) -> list[bool] | BatchResult:
-        """This region is the new one: hold the records that arrived after the switch until the
-        previous region is done, then stand down for the copies it recorded."""
-        assert self.handover is not None
-        m = self.metrics
-        try:
-            gate = self.handover.gate(key)
-        except ReplicatorError as exc:  # never forward blind: hold and ask again
-            gate = Gate(True, reason=f"handover state unreadable: {exc}")
-        if gate.hold:
-            first = flags.index(True)
-            m.add("handover_held_batches")
-            self.log("handover_held", shard_id=shard_id, records=len(records) - first,
-                     reason=gate.reason)  # fmt: skip
-            if first == 0:
-                return BatchResult(
-                    BatchStatus.FAILED, 0, records[0].sequence_number, error=gate.reason
-                )
-            done = self._stand_down(shard_id, records[:first], active, False, ctx)
+        """Records this region copies as the new region of the switch they arrived under: held
+        until that switch's previous region is done, then its recorded copies stood down for."""
+        handover, m = self.handover, self.metrics
+        assert handover is not None
+
+        def gate(key: HandoverKey) -> Gate:
+            try:
+                return handover.gate(key)
+            except ReplicatorError as exc:  # never forward blind: hold and ask again
+                return Gate(True, reason=f"handover state unreadable: {exc}")
+
+        gated = gate_batch(
+            gate, self.stream, self.source_region, assignment,
+            [r.arrival_ms for r in records],
+            lambda i: copy_id(records[i].shard_id, records[i].sequence_number), flags,
+        )  # fmt: skip
+        if gated.skipped:
+            m.add("handover_skipped_copies", gated.skipped)
+            self.log("handover_skipped_copies", shard_id=shard_id, records=gated.skipped)
+        first = gated.held_from
+        if first is None:
+            return gated.flags
+        m.add("handover_held_batches")
+        self.log("handover_held", shard_id=shard_id, records=len(records) - first,
+                 reason=gated.reason)  # fmt: skip
+        if first == 0:
             return BatchResult(
-                BatchStatus.PARTIAL, first, records[first].sequence_number, done.checkpoint,
-                done.checkpoint_written, error=gate.reason,
-            )  # fmt: skip
-        if not gate.skip:
-            return flags
-        out = [
-            flag and copy_id(r.shard_id, r.sequence_number) not in gate.skip
-            for flag, r in zip(flags, records, strict=True)
-        ]
-        skipped = sum(a and not b for a, b in zip(flags, out, strict=True))
-        if skipped:
-            m.add("handover_skipped_copies", skipped)
-            self.log("handover_skipped_copies", shard_id=shard_id, records=skipped)
-        return out
+                BatchStatus.FAILED, 0, records[0].sequence_number, error=gated.reason
+            )
+        done = self._dispatch(
+            shard_id, records[:first], gated.flags, assignment.region, None, False, ctx
+        )
+        if done.status not in (BatchStatus.REPLICATED, BatchStatus.STOOD_DOWN):
+            return done
+        return BatchResult(
+            BatchStatus.PARTIAL, first, records[first].sequence_number, done.checkpoint,
+            done.checkpoint_written, error=gated.reason,
+        )  # fmt: skip
 
     def _note_passed(
         self, shard_id: str, records: Sequence[SourceRecord], result: BatchResult

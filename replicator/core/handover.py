@@ -41,11 +41,14 @@ waiting (P's heartbeat expired) they come back to P once each. A P that comes ba
 up waiting, and copies more, sends copies that come back once too. N's records written after S
 reach P only after the handover completes (or ``dead_after_ms`` if P is gone): bounded lag,
 never loss. Clocks of P and N must agree within the margins (as for the handover itself).
-The active-region item remembers one switch only, so a second switch before the first
-handover completed (about ``grace_ms`` plus two seconds with a live P) is not covered: P stops
-its part of the first handover (records it had not copied yet are stood down) and N, now the
-previous region, copies P's unrecorded late copies back. :func:`handover_in_progress` tells a
-failover command to wait (``xrh failover`` should check it before switching again).
+A second switch before the first handover completed (about ``grace_ms`` plus two seconds
+with a live P) is not covered: P stops its part of the first handover (records it had not
+copied yet are stood down) and N, now the previous region, copies P's unrecorded late copies
+back. :func:`handover_in_progress` tells a failover command to wait (``xrh failover`` does).
+A second switch *after* it completed is covered: the active-region item keeps the earlier
+switches, and :func:`gate_batch` puts every record through the gate of the switch in force
+when it arrived, so what N still works off after the second switch keeps the first one's
+gate (its recorded copies stood down for, not copied back).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from replicator.core.active import Assignment
+from replicator.core.active import Assignment, Switch
 from replicator.core.watermark import ShardInfo
 
 COPY_CHUNK = 2_000  # copies per item: 2,000 x ~80 bytes stays far below DynamoDB's 400 KB
@@ -76,11 +79,16 @@ class HandoverKey:
 
     @classmethod
     def of(cls, stream: str, assignment: Assignment) -> HandoverKey | None:
-        if assignment.since_ms is None or not assignment.previous_region:
+        """The handover of the switch in force now."""
+        return cls.of_switch(stream, assignment.switch)
+
+    @classmethod
+    def of_switch(cls, stream: str, switch: Switch | None) -> HandoverKey | None:
+        if switch is None or not switch.previous_region:
             return None
-        if assignment.previous_region == assignment.region:
+        if switch.previous_region == switch.region:
             return None
-        return cls(stream, assignment.previous_region, assignment.region, assignment.since_ms)
+        return cls(stream, switch.previous_region, switch.region, switch.since_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,55 @@ class Gate:
 
 def copy_id(shard_id: str, sequence_number: str) -> str:
     return f"{shard_id}:{int(sequence_number)}"
+
+
+@dataclass(frozen=True, slots=True)
+class GatedBatch:
+    """What the new-region gates say of one batch: ``held_from`` is the index of the first
+    record to hold (None: none held) and ``reason`` why; ``flags`` the copy flags of the records
+    before it, recorded copies turned off; ``skipped`` how many were."""
+
+    flags: list[bool]
+    held_from: int | None = None
+    reason: str = ""
+    skipped: int = 0
+
+
+def gate_batch(
+    gate: Callable[[HandoverKey], Gate],
+    stream: str,
+    this_region: str,
+    assignment: Assignment,
+    arrivals: Sequence[int | None],
+    copy_ids: Callable[[int], str],
+    flags: Sequence[bool],
+) -> GatedBatch:
+    """Each record this region copies because it was the new region of the switch in force
+    when the record arrived goes through that switch's gate (not only the current switch's: a
+    second switch may come while this region still works off what the first one held, and
+    the first previous region's late copies among them must not go back)."""
+    keys: list[HandoverKey | None] = []
+    for flag, arrival in zip(flags, arrivals, strict=True):
+        switch = assignment.switch_at(arrival) if flag else None
+        keys.append(
+            HandoverKey.of_switch(stream, switch)
+            if switch is not None and switch.region == this_region
+            else None
+        )
+    if not any(keys):
+        return GatedBatch(list(flags))
+    gates = {key: gate(key) for key in dict.fromkeys(k for k in keys if k is not None)}
+    out, skipped = list(flags), 0
+    for i, key in enumerate(keys):
+        if key is None:
+            continue
+        answer = gates[key]
+        if answer.hold:
+            return GatedBatch(out[:i], i, answer.reason, skipped)
+        if answer.skip and copy_ids(i) in answer.skip:
+            out[i] = False
+            skipped += 1
+    return GatedBatch(out, None, "", skipped)
 
 
 class Handover:

@@ -287,9 +287,7 @@ class TableApplier:
         cutoff = self.covered_before()
         if cutoff is None:
             return records
-        pending = [
-            c for c in records if c.approximate_ms is None or c.approximate_ms >= cutoff
-        ]
+        pending = [c for c in records if c.approximate_ms is None or c.approximate_ms >= cutoff]
         if len(pending) < len(records):
             self.metrics.add("changes_in_copy", len(records) - len(pending))
         return pending

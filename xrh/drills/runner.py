@@ -34,6 +34,8 @@ TABLE_COLUMNS = ("lost", "phantom", "stale", "diverged")
 
 def columns(pipeline: str) -> tuple[str, ...]:
     return COLUMNS if pipeline == "kinesis" else TABLE_COLUMNS
+
+
 RUN_DIR_MARK = "[xrh] run directory: "
 
 

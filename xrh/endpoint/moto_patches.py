@@ -390,6 +390,4 @@ def _patch_stream_iterators() -> None:
         self.shard_iterators = ExpiringIterators()
 
     DynamoDBStreamsBackend.__init__ = __init__
-    DynamoDBStreamsBackend.get_records = expiring_get_records(
-        DynamoDBStreamsBackend.get_records
-    )
+    DynamoDBStreamsBackend.get_records = expiring_get_records(DynamoDBStreamsBackend.get_records)

@@ -36,7 +36,9 @@ def run_drill(cwd: Path, name: str, *extra: str, run_time: str | None = None,
         _reap([proc], 10)
     latest = cwd / "runs" / "latest"
     report = json.loads((latest / "report.json").read_text())
-    timeline = [json.loads(line) for line in (latest / "drill-timeline.jsonl").read_text().splitlines()]
+    timeline = [
+        json.loads(line) for line in (latest / "drill-timeline.jsonl").read_text().splitlines()
+    ]
     return proc.returncode, out, report, timeline
 
 

@@ -41,9 +41,12 @@ def test_two_runs_with_the_same_prefix_against_one_endpoint_are_both_valid(endpo
         ledger = sqlite3.connect(tmp_path / "runs" / second["run_id"] / "ledger.sqlite")
         traces = [t for (t,) in ledger.execute("SELECT DISTINCT trace FROM ledger LIMIT 50")]
         assert traces and all(t.startswith(second["run_id"] + "/") for t in traces)
-        assert second["counts"]["acknowledged"] == ledger.execute(
-            "SELECT COUNT(DISTINCT trace) FROM ledger WHERE status = 'ok'"
-        ).fetchone()[0]
+        assert (
+            second["counts"]["acknowledged"]
+            == ledger.execute(
+                "SELECT COUNT(DISTINCT trace) FROM ledger WHERE status = 'ok'"
+            ).fetchone()[0]
+        )
         report_text = json.dumps(second["anomalies"])
         assert first["run_id"] not in report_text  # no anomaly example names the first run
     finally:

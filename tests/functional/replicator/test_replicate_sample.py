@@ -17,9 +17,7 @@ from xrh.contracts import WATERMARK_SHARD_ID, checkpoint_scope, parse_iso_ms
 pytestmark = pytest.mark.functional
 
 
-def test_sample_behaviour_copies_per_record_and_says_so(
-    pipeline: Pipeline, tmp_path: Path
-) -> None:
+def test_sample_behaviour_copies_per_record_and_says_so(pipeline: Pipeline, tmp_path: Path) -> None:
     config, names, clients, ka, kb, run_dir = pipeline
     produce(ka, names.stream, 0, 200)
     cmd = [*poller_cmd(config, run_dir, "s1", "a", "--until-drained"), "--behaviour", "sample"]

@@ -17,9 +17,7 @@ from xrh.config import Side
 pytestmark = pytest.mark.functional
 
 
-def test_sigterm_checkpoints_and_releases_leases(
-    pipeline: Pipeline, tmp_path: Path
-) -> None:
+def test_sigterm_checkpoints_and_releases_leases(pipeline: Pipeline, tmp_path: Path) -> None:
     config, names, clients, ka, kb, run_dir = pipeline
     first = start(
         poller_cmd(config, run_dir, "first", "a", "--lease-seconds", "60"), tmp_path / "first.out"

@@ -20,8 +20,11 @@ def parse(argv):
 
 
 def _table(client, name: str, stream: bool) -> None:
-    kwargs = {"StreamSpecification": {"StreamEnabled": True,
-                                      "StreamViewType": "NEW_AND_OLD_IMAGES"}} if stream else {}
+    kwargs = (
+        {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}}
+        if stream
+        else {}
+    )
     client.create_table(
         TableName=name, BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
@@ -48,8 +51,16 @@ def test_verify_table_finds_the_differences_of_two_tables(provisioned, capsys):
     b.delete_item(TableName=name, Key={"id": {"S": "o7"}})  # lost
     b.put_item(TableName=name, Item=item(99, "v1"))  # phantom
     urls = ["--endpoint-url-a", config.endpoint_url_a, "--endpoint-url-b", config.endpoint_url_b]
-    argv = ["--table", name, "--no-progress", "--runs-dir", str(config.runs_dir),
-            "--settle-seconds", "1", *urls]  # the planted differences are final
+    argv = [
+        "--table",
+        name,
+        "--no-progress",
+        "--runs-dir",
+        str(config.runs_dir),
+        "--settle-seconds",
+        "1",
+        *urls,
+    ]  # the planted differences are final
     assert cli.run(parse(argv)) == 1
     report = json.loads((config.runs_dir / "latest" / "report.json").read_text())
     counts = {k: a["count"] for k, a in report["anomalies"].items() if a["count"]}

@@ -41,8 +41,16 @@ def test_reverify_run_dir_and_compare_streams_alone(provisioned, capsys):
     clients.client("kinesis", Side.A).put_record(
         StreamName=stream, PartitionKey="other", Data=b"written by someone else"
     )
-    argv = ["--stream", stream, "--no-progress", "--runs-dir", str(config.runs_dir),
-            "--settle-seconds", "2", *urls]  # the planted loss is final: no long wait
+    argv = [
+        "--stream",
+        stream,
+        "--no-progress",
+        "--runs-dir",
+        str(config.runs_dir),
+        "--settle-seconds",
+        "2",
+        *urls,
+    ]  # the planted loss is final: no long wait
     assert cli.run(parse(argv)) == 1
     latest = json.loads((config.runs_dir / "latest" / "report.json").read_text())
     assert latest["run_id"] != report["run_id"]

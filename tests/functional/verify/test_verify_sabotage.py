@@ -84,8 +84,9 @@ def test_sending_a_batch_twice_is_duplicated_not_fatal_unless_asked(run):
     assert dup["examples"][0]["target_copies"] == 2
     assert len(dup["examples"][0]["target_copies_at"].split()) == 2
     config, _, run_dir = run
-    fatal = run_verify(run_dir, config, progress=False, timeout_s=30, fatal_duplicates=True,
-                       settle_s=2)
+    fatal = run_verify(
+        run_dir, config, progress=False, timeout_s=30, fatal_duplicates=True, settle_s=2
+    )
     assert fatal.verdict.value == "invalid" and fatal.exit_code == 1
 
 

@@ -143,5 +143,18 @@ def test_failover_command_writes_a_handover_in_both_regions(
         assert int(item["activeSinceMs"]["N"]) >= before
     again = _xrh("failover", "--to", "b", *flags, cwd=tmp_path)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+    first_since = item["activeSinceMs"]["N"]
+    back = _xrh("failover", "--to", "a", "--force", *flags, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    for side in Side:  # the first switch is remembered: B may still work off what it held
+        item = clients.client("dynamodb", side).get_item(
+            TableName=f"{provisioned.prefix}-active-region",
+            Key={"streamName": {"S": f"{provisioned.prefix}-stream"}},
+        )["Item"]
+        assert item["activeRegion"]["S"] == provisioned.region_a
+        assert item["switchHistory"]["L"] == [{"M": {
+            "sinceMs": {"N": first_since}, "region": {"S": provisioned.region_b},
+            "previousRegion": {"S": provisioned.region_a},
+        }}]  # fmt: skip
     bad = _xrh("failover", "--to", "c", *flags, cwd=tmp_path)
     assert bad.returncode == 3 and "invalid choice" in bad.stderr

@@ -38,9 +38,11 @@ def test_a_failover_moves_the_next_request_and_the_ledger_names_the_region(tmp_p
     p.close()
     writer.close()
     assert len(a.records) == 5 and len(b.records) == 5
-    regions = sqlite3.connect(tmp_path / "ledger.sqlite").execute(
-        "SELECT region, COUNT(*) FROM ledger GROUP BY region ORDER BY region"
-    ).fetchall()
+    regions = (
+        sqlite3.connect(tmp_path / "ledger.sqlite")
+        .execute("SELECT region, COUNT(*) FROM ledger GROUP BY region ORDER BY region")
+        .fetchall()
+    )
     assert regions == [("us-east-1", 5), ("us-east-2", 5)]
 
 

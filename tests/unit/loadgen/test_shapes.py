@@ -14,7 +14,10 @@ def test_steady_keeps_the_users_until_the_run_time_ends() -> None:
 
 def test_step_adds_a_quarter_every_quarter() -> None:
     assert [shape_at("step", t, 8, 1.0, 100) for t in (0, 25, 50, 99)] == [
-        (2, 1.0), (4, 1.0), (6, 1.0), (8, 1.0)
+        (2, 1.0),
+        (4, 1.0),
+        (6, 1.0),
+        (8, 1.0),
     ]
 
 

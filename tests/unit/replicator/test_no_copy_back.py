@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from test_batch import T0, make, rec
 
-from replicator.core.active import CachedActiveRegion, StaticActiveRegion
+from replicator.core.active import CachedActiveRegion, StaticActiveRegion, Switch
 from replicator.core.batch import BatchStatus
 from replicator.core.handover import (
     Handover,
@@ -184,3 +184,43 @@ def test_a_drain_waits_for_the_handover_this_region_owes() -> None:
     b, _, _ = replicator_in(B, switched(), store, now)
     b.handover_tick([ShardInfo("s0")], ["s0"], [])
     assert not b.handover_pending()  # the new region owes nothing
+
+
+# A second switch back to A at S2, while B still works off what it held after the first (S).
+S2 = S + 10
+KEY2 = HandoverKey("s", B, A, S2)
+
+
+def switched_back() -> StaticActiveRegion:
+    return StaticActiveRegion(A, since_ms=S2, previous_region=B, earlier=(Switch(S, A, B),))
+
+
+def test_a_switch_history_gives_each_record_the_region_active_when_it_arrived() -> None:
+    back = switched_back().assignment("s")
+    assert [back.active_at(T0 + i) for i in (0, 4, 5, 14, 15, 30)] == [A, A, B, B, A, A]
+    assert back.switch_at(T0 + 4) is None and back.switch_at(T0 + 9) == Switch(S, A, B)
+    # Without the history the first switch is forgotten: B would take records of A's time.
+    forgetful = StaticActiveRegion(A, since_ms=S2, previous_region=B).assignment("s")
+    assert forgetful.active_at(T0 + 0) == B
+
+
+def test_after_a_second_switch_the_first_previous_regions_copies_still_never_go_back() -> None:
+    """B is now the previous region (S2) but has not yet forwarded what arrived after S: its
+    own producers' records go to A, A's late copies of the first handover are stood down for,
+    and nothing is forwarded until that handover completed."""
+    store, now = MemoryHandoverStore(), [S2 + 1_000]
+    rep, sink, _ = replicator_in(B, switched_back(), store, now)
+    store.heartbeat(KEY, now[0])
+    records = [rec(i) for i in range(20)]  # in B: 0..4 before S, 5..14 B's time, 15.. A's
+    held = rep.process("s0", records)
+    assert held.status is BatchStatus.PARTIAL and held.acked == 5 and sink.calls == []
+    store.record_copies(KEY, "s0#1", [copy_id("s0", "1006"), copy_id("s0", "1008")])
+    store.mark_complete(KEY, now[0])
+    now[0] += 1_000
+    done = rep.process("s0", records[5:])
+    assert done.status is BatchStatus.REPLICATED
+    # 5..14 less A's copies (6, 8), then 15..17: B's producers' records within S2 + grace.
+    copied = [5, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    assert [r.entry.data for r in sink.records] == [records[i].data for i in copied]
+    # ...and B records those late copies for the second handover, so A never sends them back.
+    assert len(store.copies(KEY2)) == len(copied)

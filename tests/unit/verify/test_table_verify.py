@@ -226,8 +226,10 @@ def test_settle_gives_up_on_a_target_that_stopped(pipe: Pipeline) -> None:
     assert example["key"] == {"pk": "2"}
     settle = report["details"]["settle"]
     assert settle["stopped_by"] == "no progress for 3 s" and settle["waited_s"] >= 3
-    assert "1 item(s) the source table holds or the ledger acknowledged are missing from the " \
-        "target table" in report["reasons"]  # worded for a table: keys and items, not records
+    assert (
+        "1 item(s) the source table holds or the ledger acknowledged are missing from the "
+        "target table" in report["reasons"]
+    )  # worded for a table: keys and items, not records
     assert stopped.slept >= 3
 
 

@@ -309,8 +309,9 @@ def test_claims_of_other_streams_and_regions_are_not_held_against_this_run(tmp_p
     ]
     (tmp_path / "claims.jsonl").write_text("".join(c.to_line() for c in lines))
     recs = [record(i) for i in range(30)]
-    result = verify(tmp_path, FakeClients(stream(recs), stream([record(i, lag=50_000)
-                                                                 for i in range(30)])))
+    result = verify(
+        tmp_path, FakeClients(stream(recs), stream([record(i, lag=50_000) for i in range(30)]))
+    )
     assert result.report["anomalies"]["checkpoint_ahead"]["count"] == 0
     assert result.report["details"]["claims"]["other_streams_or_regions"] == 2
 

@@ -44,6 +44,8 @@ def test_reading_an_unknown_or_expired_iterator_is_expired_iterator_exception() 
     with mock_aws():
         boto3.client("dynamodb", region_name="us-east-1")  # a region for moto's backends
         with pytest.raises(Exception) as caught:
-            backend.get_records("arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x|1|gone", 10)
+            backend.get_records(
+                "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x|1|gone", 10
+            )
     assert getattr(caught.value, "error_type", None) == "ExpiredIteratorException"
     assert not isinstance(caught.value, (KeyError, ClientError))
