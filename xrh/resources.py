@@ -16,6 +16,9 @@ lease table              ``{prefix}-leases``                   HASH ``leaseKey``
 dead-letter bucket       ``{prefix}-dead-letter-{region}``     S3 (bucket names are global)
 items table              ``{prefix}-items``                    HASH ``pk`` (S); stream
                                                                NEW_AND_OLD_IMAGES in A
+                                                               (``dynamodb`` pipeline)
+actions stream           ``{prefix}-actions``                  (Kinesis, in A: the table's log,
+                                                               ``action-log`` pipeline)
 =======================  ====================================  ===============================
 
 The active-region table is seeded with ``{"streamName": <stream>, "activeRegion": <region A>}``
@@ -53,6 +56,10 @@ class ResourceNames:
     @property
     def lease_table(self) -> str:
         return f"{self.prefix}-leases"
+
+    @property
+    def actions_stream(self) -> str:
+        return f"{self.prefix}-actions"
 
     @property
     def items_table(self) -> str:
@@ -126,7 +133,26 @@ def dynamodb_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
     ]
 
 
-PIPELINE_RESOURCES = {"kinesis": kinesis_pipeline, "dynamodb": dynamodb_pipeline}
+def action_log_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
+    """Resources of the ``action-log`` pipeline in one region: the actions stream (A only; both
+    consumers read it there), the items table each consumer applies the log to, checkpoints
+    and leases of the consumer writing into this region, dead letters."""
+    names = ResourceNames(config.prefix)
+    stream = [StreamSpec(names.actions_stream, config.shards)] if side is Side.A else []
+    return [
+        *stream,
+        TableSpec(names.items_table, hash_key=ITEM_KEY),
+        TableSpec(names.checkpoint_table, hash_key="scope", range_key="shardId"),
+        TableSpec(names.lease_table, hash_key="leaseKey"),
+        BucketSpec(names.dead_letter_bucket(config.region(side))),
+    ]
+
+
+PIPELINE_RESOURCES = {
+    "kinesis": kinesis_pipeline,
+    "dynamodb": dynamodb_pipeline,
+    "action-log": action_log_pipeline,
+}
 
 
 def resources_for(config: HarnessConfig, side: Side) -> list[ResourceSpec]:

@@ -44,3 +44,14 @@ def test_pipeline_without_resources_is_a_usage_error() -> None:
     config = parse_config(["--pipeline", "postgres-cdc"], environ={})
     with pytest.raises(UsageError, match="not available for this pipeline yet"):
         resources_for(config, Side.A)
+
+
+def test_action_log_resources_put_the_log_in_a_and_a_table_in_each_region() -> None:
+    config = parse_config(["--prefix", "demo", "--pipeline", "action-log"], environ={})
+    specs_a, specs_b = resources_for(config, Side.A), resources_for(config, Side.B)
+    assert StreamSpec("demo-actions", config.shards) in specs_a
+    assert not any(isinstance(s, StreamSpec) for s in specs_b)
+    for specs in (specs_a, specs_b):
+        items = next(s for s in specs if isinstance(s, TableSpec) and s.name == "demo-items")
+        assert items.hash_key == "pk" and items.stream_view_type is None
+        assert any(isinstance(s, TableSpec) and s.name == "demo-checkpoints" for s in specs)
