@@ -36,20 +36,26 @@ MAX_GROUP = 25  # BatchWriteItem: at most 25 requests
 WRITES_ATTRIBUTE = "writes"
 
 
-def parse_ops(text: str | None, option: str = "--ops") -> tuple[tuple[str, float], ...]:
-    """``put=60,update=30,delete=10`` as ((op, weight), ...); LoadgenUsageError if wrong."""
+def parse_ops(
+    text: str | None, option: str = "--ops", *, ops: tuple[str, ...] = OPS,
+    default: tuple[tuple[str, float], ...] = DEFAULT_OPS,
+) -> tuple[tuple[str, float], ...]:  # fmt: skip
+    """``put=60,update=30,delete=10`` as ((op, weight), ...); LoadgenUsageError if wrong.
+
+    ``ops`` and ``default``: the pipeline's operations (the action log adds ``batch``)."""
     if text is None or not str(text).strip():
-        return DEFAULT_OPS
+        return default
+    example = ops_text(default)
     weights: dict[str, float] = {}
     for part in str(text).split(","):
         name, sep, value = part.strip().partition("=")
         name = name.strip().lower()
         if not sep or not name:
             raise LoadgenUsageError(f"{option} {text!r}: {part.strip()!r} is not OP=WEIGHT "
-                                    f"(e.g. {DEFAULT_OPS_TEXT})")  # fmt: skip
-        if name not in OPS:
+                                    f"(e.g. {example})")  # fmt: skip
+        if name not in ops:
             raise LoadgenUsageError(
-                f"{option} {text!r}: unknown operation {name!r}; choose from {', '.join(OPS)}"
+                f"{option} {text!r}: unknown operation {name!r}; choose from {', '.join(ops)}"
             )
         if name in weights:
             raise LoadgenUsageError(f"{option} {text!r}: {name} is given twice")
@@ -66,7 +72,7 @@ def parse_ops(text: str | None, option: str = "--ops") -> tuple[tuple[str, float
         weights[name] = weight
     if not any(weights.values()):
         raise LoadgenUsageError(f"{option} {text!r}: at least one weight must be above 0")
-    return tuple((op, weights[op]) for op in OPS if op in weights)
+    return tuple((op, weights[op]) for op in ops if op in weights)
 
 
 def ops_text(ops: Sequence[tuple[str, float]]) -> str:
@@ -196,4 +202,3 @@ def plan(writes: Sequence[ItemWrite], group_size: int = MAX_GROUP) -> list[Reque
     if group:
         out.append(Group(group))
     return out
-

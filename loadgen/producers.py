@@ -76,12 +76,24 @@ class ProducerSettings:
 
 class RecordRef(NamedTuple):
     """What a PutEntry's ``ref`` carries: the record's identity and ledger fields (a named
-    tuple rather than a frozen dataclass: built once per record, it is on the hot path)."""
+    tuple rather than a frozen dataclass: built once per record, it is on the hot path).
+    ``op`` is the ledger's: ``put`` for a stream record, the action's for the action log."""
 
     trace: str
     seq: int
     key: str
     commit_ts: int | None
+    op: str = "put"
+
+
+class RecordBuilder(Protocol):
+    """Builds one record of a producer: ``build(seq, trace, now_ms)`` renders it and returns
+    the entry to send, its ``ref`` a :class:`RecordRef` (the ledger's key, commit_ts and op).
+
+    The seam for pipelines whose records are not the template's payload as it is (the action
+    log's commands, :mod:`loadgen.actions`): they get the same buffering, sending and ledger."""
+
+    def __call__(self, seq: int, trace: str, now_ms: int) -> PutEntry: ...
 
 
 class Producer(BufferedProducer[PutEntry]):
@@ -100,12 +112,17 @@ class Producer(BufferedProducer[PutEntry]):
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
         route: Callable[[], str] | None = None,
+        records: RecordBuilder | None = None,
     ) -> None:
         """``route``: called as each request begins, pins it to a region and returns the
         region's name for its ledger rows (:class:`loadgen.routing.RoutedSink.pin`); without
-        it every request goes to ``settings.region``."""
+        it every request goes to ``settings.region``. ``records``: builds each record instead
+        of the template's payload keyed by the keyspace (then it owns rendering and keys, and
+        ``renderer`` and ``keyspace`` are not used); the stream records' own path stays inline,
+        it is the load generator's hot path."""
         super().__init__(producer_id, settings, ledger, clock)
         self._route = route
+        self._records = records
         self._render = renderer.render
         self._keyspace = keyspace
         self._sender = PutRecordsSender(
@@ -133,6 +150,12 @@ class Producer(BufferedProducer[PutEntry]):
         prefix = self.id
         first = self._seq + 1
         self._seq += count
+        if self._records is not None:
+            build = self._records
+            for seq in range(first, first + count):
+                append(build(seq, f"{prefix}-{seq:09d}", now_ms))
+            self._buffered_now(now, count)
+            return
         for seq in range(first, first + count):
             key = next_key()
             pkey = str(key)
@@ -207,7 +230,7 @@ class Producer(BufferedProducer[PutEntry]):
             cache = self._ms_cache
             self._rows.pending.append(
                 (ref.trace, self.id, ref.seq, event.attempt, *self._where,
-                 event.entry.partition_key, ref.key, ref.commit_ts, "put", _OK_STATUS,
+                 event.entry.partition_key, ref.key, ref.commit_ts, ref.op, _OK_STATUS,
                  event.shard_id, event.sequence_number, cache[2], cache[3], None)
             )  # fmt: skip
             return
@@ -229,7 +252,7 @@ class Producer(BufferedProducer[PutEntry]):
         now = self._clock() if invoked is None or completed is None else 0.0
         self._rows.pending.append(
             (ref.trace, self.id, ref.seq, attempt, *self._where, entry.partition_key, ref.key,
-             ref.commit_ts, "put", status, shard, sequence,
+             ref.commit_ts, ref.op, status, shard, sequence,
              int((invoked if invoked is not None else now) * 1000),
              int((completed if completed is not None else now) * 1000), error)
         )  # fmt: skip
