@@ -75,9 +75,21 @@ class LoadContext:
             batch_share=self.options.batch_writes,
         )
 
+    def action_settings(self) -> ProducerSettings:
+        """The action log's records go to the actions stream, in region A only (both
+        consumers read it there): a failover does not move it."""
+        return ProducerSettings(
+            stream=ResourceNames(self.config.prefix).actions_stream,
+            region=self.config.region_a,
+            pipeline=self.config.pipeline,
+            batch_size=self.options.batch_size,
+            linger_s=self.options.linger_s,
+        )
+
     def new_producer(self) -> tuple[Any, Pacer]:
         """The pipeline's producer (:class:`Producer` of stream records for kinesis,
-        :class:`~loadgen.items.ItemProducer` of table writes for dynamodb) and its pacer."""
+        :class:`~loadgen.items.ItemProducer` of table writes for dynamodb, a Producer of
+        actions, :func:`loadgen.actions.action_producer`, for action-log) and its pacer."""
         self._count += 1
         producer_id = producer_name(self.run_id, self.node, self._count)
         seed = self.options.seed
@@ -101,6 +113,15 @@ class LoadContext:
                                          route=items.pin)  # fmt: skip
             self.producers.append(item_producer)
             return item_producer, Pacer(self.options.rate_per_user)
+        if self.config.pipeline == "action-log":
+            from loadgen.actions import action_producer
+
+            stream = KinesisSink(self.clients.client("kinesis", Side.A))
+            timed = TimedSink(stream, self.report) if self.report is not None else stream
+            actions = action_producer(producer_id, renderer, keyspace, timed, self.ledger,
+                                      self.action_settings(), rng, self.options.ops)  # fmt: skip
+            self.producers.append(actions)
+            return actions, Pacer(self.options.rate_per_user)
         sink = RoutedSink(
             {side: KinesisSink(self.clients.client("kinesis", side)) for side in Side},
             self.target,

@@ -142,8 +142,8 @@ def _node(environment: Any) -> Node | None:
 
 
 class ProducerUser(User):
-    """A producer of the run's pipeline: renders records (kinesis: batched into PutRecords)
-    or table writes (dynamodb: :mod:`loadgen.items`) at ``--rate-per-user``.
+    """A producer of the run's pipeline: records (kinesis: batched into PutRecords), table
+    writes (dynamodb: :mod:`loadgen.items`) or actions (action-log: :mod:`loadgen.actions`).
 
     A stop never cuts a request off. Locust's own :meth:`User.stop` (``locust/user/users.py``,
     called by ``Runner.stop_users``) kills a user whose state says "waiting" instead of waiting
@@ -246,7 +246,7 @@ def _on_init(environment: Any, **_: Any) -> None:
         base = config_from_options(parsed)
         if base.pipeline not in LOAD_PIPELINES:
             raise UsageError(f"--pipeline {base.pipeline}: the load generator drives "
-                             f"{' and '.join(LOAD_PIPELINES)} only, not yet {base.pipeline}")  # fmt: skip
+                             f"{', '.join(LOAD_PIPELINES)} only, not yet {base.pipeline}")  # fmt: skip
         options = load_options(parsed, base.pipeline)
     except UsageError as exc:
         _fail_usage(str(exc))

@@ -5,12 +5,15 @@ the harness's common options (:func:`xrh.config.add_common_options`). Everything
 here, before any load: a bad template, keyspace or fault spec stops the run with a message
 naming the option and the value (exit code 3).
 
-Pipelines: the options apply to ``kinesis`` and ``dynamodb`` alike unless said otherwise, with
-defaults per pipeline where the work differs (``--rate-per-user`` 100 records/s for kinesis,
-10 writes/s for dynamodb; ``--batch-size`` 500 records per PutRecords for kinesis, 100 writes
-buffered per flush for dynamodb). ``--ops``, ``--batch-writes``, ``--bootstrap-items`` and
-``--scan-segments`` drive the dynamodb pipeline's table writes, and given to a kinesis run they
-are refused (exit 3): a run that silently ignores what was asked for proves something else.
+Pipelines: the options apply to ``kinesis``, ``dynamodb`` and ``action-log`` alike unless said
+otherwise, with defaults per pipeline where the work differs (``--rate-per-user`` 100 records/s
+for kinesis, 10 writes/s for dynamodb, 10 actions/s for action-log; ``--batch-size`` 500
+records per PutRecords for kinesis and action-log, 100 writes buffered per flush for dynamodb).
+``--batch-writes``, ``--bootstrap-items`` and ``--scan-segments`` drive the dynamodb pipeline's
+table writes; ``--ops`` weighs the dynamodb pipeline's writes and the action log's actions
+(each its own operations and defaults); ``--lazy-rate`` caps the action log's lazy consumer.
+Given to a run of another pipeline they are refused (exit 3): a run that silently ignores what
+was asked for proves something else.
 ``--drill NAME`` takes the drill of the run's pipeline, and the drill's load options
 (``Drill.load_args``, e.g. ``--bootstrap-items 20000``) for each such option left unset.
 
@@ -26,6 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.actions import DEFAULT_ACTION_OPS, parse_action_ops
 from loadgen.errors import LoadgenUsageError
 from loadgen.item_writes import DEFAULT_OPS, ops_text, parse_ops
 from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
@@ -38,22 +42,30 @@ from xrh.faults import FAULTS_ENV, parse_faults
 # reproduced; external: produce and verify only (a replicator you run)
 REPLICATOR_MODES = ("embedded", "reference", "sample", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
-LOAD_PIPELINES = ("kinesis", "dynamodb")  # the pipelines the load generator drives
+LOAD_PIPELINES = ("kinesis", "dynamodb", "action-log")  # the pipelines the load generator drives
 #: per pipeline: records (kinesis) or writes (dynamodb) per second per user. A table write is
 #: mostly one call (about 1.5 ms of botocore CPU in the Locust process and a few ms of moto's):
 #: the main command's 20 users at 10 writes/s (200/s) leave the replicator room on two cores;
 #: at 20 writes/s (400/s asked) they were measured at about 275/s, moto's latency tenfold.
-DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0}
-#: per pipeline: records per PutRecords (kinesis), writes buffered per flush (dynamodb)
-DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100}
-MAX_BATCH = {"kinesis": 500, "dynamodb": 10_000}
+#: An action is one record but one to 25 table writes by each of the action log's two
+#: consumers, so the action log starts where the dynamodb pipeline does.
+DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0, "action-log": 10.0}
+#: per pipeline: records per PutRecords (kinesis, action-log), writes per flush (dynamodb)
+DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100, "action-log": 500}
+MAX_BATCH = {"kinesis": 500, "dynamodb": 10_000, "action-log": 500}
+#: action-log: actions per second the lazy consumer applies (``--max-rate`` of side B's)
+DEFAULT_LAZY_RATE = 2000.0
 DEFAULT_BATCH_WRITES = 0.25
 DEFAULT_SCAN_SEGMENTS = 4
 MAX_SCAN_SEGMENTS = 1000
 MAX_BOOTSTRAP_ITEMS = 100_000_000
-# dest, flag: the dynamodb pipeline's own options
-DYNAMODB_OPTIONS = (("ops", "--ops"), ("batch_writes", "--batch-writes"),
-                    ("bootstrap_items", "--bootstrap-items"), ("scan_segments", "--scan-segments"))  # fmt: skip
+# dest, flag, the pipelines it applies to: options of some pipelines only
+PIPELINE_OPTIONS = (("ops", "--ops", ("dynamodb", "action-log")),
+                    ("batch_writes", "--batch-writes", ("dynamodb",)),
+                    ("bootstrap_items", "--bootstrap-items", ("dynamodb",)),
+                    ("scan_segments", "--scan-segments", ("dynamodb",)),
+                    ("lazy_rate", "--lazy-rate", ("action-log",)))  # fmt: skip
+DYNAMODB_OPTIONS = tuple((d, f) for d, f, p in PIPELINE_OPTIONS if "dynamodb" in p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +92,7 @@ class LoadOptions:
     batch_writes: float = DEFAULT_BATCH_WRITES  # dynamodb: share of puts/deletes batched
     bootstrap_items: int = 0  # dynamodb: items loaded into A's table before the replicator
     scan_segments: int = DEFAULT_SCAN_SEGMENTS  # dynamodb: the replicator's parallel scan
+    lazy_rate: float = DEFAULT_LAZY_RATE  # action-log: the lazy consumer's actions/s
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -101,10 +114,10 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--key-skew", type=float, default=1.1, help="zipf skew (default 1.1)")
     add("--hot-key-share", type=float, default=0.5, help="hot: share of records on the hot key")
     add("--rate-per-user", type=float, default=None,
-        help="records (kinesis) or table writes (dynamodb) per second per user; 0 for as fast "
-        "as possible (default 100 for kinesis, 10 for dynamodb)")  # fmt: skip
-    add("--batch-size", type=int, default=None, help="kinesis: records per PutRecords (default "
-        "500); dynamodb: writes buffered per flush (default 100)")  # fmt: skip
+        help="records (kinesis), table writes (dynamodb) or actions (action-log) per second "
+        "per user; 0 for as fast as possible (default 100 for kinesis, 10 for the others)")  # fmt: skip
+    add("--batch-size", type=int, default=None, help="kinesis, action-log: records per "
+        "PutRecords (default 500); dynamodb: writes buffered per flush (default 100)")  # fmt: skip
     add("--linger", type=float, default=0.2, help="seconds a record may wait for a fuller batch")
     add("--replicator", default="embedded",
         help="embedded or reference: start the reference replicator; sample: the published "
@@ -125,7 +138,8 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
         "partial, throttle, error, lost-answer with a probability, latency in ms), e.g. "
         "'a:PutRecords:partial=0.05' [env XRH_FAULTS]")  # fmt: skip
     add("--ops", default=None,
-        help=f"dynamodb: operations by weight (default {ops_text(DEFAULT_OPS)})")  # fmt: skip
+        help=f"dynamodb: operations by weight (default {ops_text(DEFAULT_OPS)}); action-log: "
+        f"actions by weight (default {ops_text(DEFAULT_ACTION_OPS)})")  # fmt: skip
     add("--batch-writes", default=None, help="dynamodb: share of puts and deletes "
         f"sent through BatchWriteItem, 0..1 (default {DEFAULT_BATCH_WRITES})")  # fmt: skip
     add("--bootstrap-items", default=None, help="dynamodb: items loaded into region "
@@ -133,6 +147,8 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
         "(default 0)")  # fmt: skip
     add("--scan-segments", default=None, help="dynamodb: the replicator's parallel "
         f"scan segments for its bootstrap copy (default {DEFAULT_SCAN_SEGMENTS})")  # fmt: skip
+    add("--lazy-rate", default=None, help="action-log: actions per second the lazy consumer "
+        f"(region B's table) applies (default {DEFAULT_LAZY_RATE:g})")  # fmt: skip
 
 
 def _choice(value: Any, choices: tuple[str, ...], flag: str) -> str:
@@ -209,13 +225,12 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
             value = from_drill.get(name)
         return value if _given(value) else default
 
-    if pipeline != "dynamodb":
-        for dest, flag in DYNAMODB_OPTIONS:
-            if _given(getattr(parsed, dest, None)):
-                raise LoadgenUsageError(
-                    f"{flag} {getattr(parsed, dest)!r}: applies to --pipeline dynamodb only "
-                    f"(this run's pipeline is {pipeline})"
-                )
+    for dest, flag, pipelines in PIPELINE_OPTIONS:
+        if pipeline not in pipelines and _given(getattr(parsed, dest, None)):
+            raise LoadgenUsageError(
+                f"{flag} {getattr(parsed, dest)!r}: applies to --pipeline "
+                f"{' and '.join(pipelines)} only (this run's pipeline is {pipeline})"
+            )
     # A drill that needs particular records brings its template, unless the user gave one.
     text = load_template_option(g("template") or (drill.template if drill else None) or "")
     template = compile_template(text)
@@ -236,7 +251,7 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
     if pipeline == "dynamodb" and batch > MAX_BATCH["dynamodb"]:
         raise LoadgenUsageError(f"--batch-size {batch}: at most {MAX_BATCH['dynamodb']} writes "
                                 "buffered per flush")  # fmt: skip
-    if pipeline != "dynamodb" and batch > 500:
+    if pipeline != "dynamodb" and batch > MAX_BATCH["kinesis"]:
         raise LoadgenUsageError(f"--batch-size {batch}: PutRecords takes at most 500 records")
     batch_writes = _number(g("batch_writes", DEFAULT_BATCH_WRITES), "--batch-writes", minimum=0)
     if not 0 <= batch_writes <= 1:
@@ -244,6 +259,10 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
     bootstrap = _whole(g("bootstrap_items", 0), "--bootstrap-items", 0, MAX_BOOTSTRAP_ITEMS)
     segments = _whole(g("scan_segments", DEFAULT_SCAN_SEGMENTS), "--scan-segments", 1,
                       MAX_SCAN_SEGMENTS)  # fmt: skip
+    lazy_rate = _number(g("lazy_rate", DEFAULT_LAZY_RATE), "--lazy-rate", minimum=0)
+    if not 0 < lazy_rate < float("inf"):
+        raise LoadgenUsageError(f"--lazy-rate {lazy_rate}: actions per second, above 0")
+    ops = parse_action_ops(g("ops")) if pipeline == "action-log" else parse_ops(g("ops"))
     return LoadOptions(
         template_text=text,
         template=template,
@@ -263,10 +282,11 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
         drill=drill,
         run_time_s=float(g("run_time")) if g("run_time") else None,
         pipeline=pipeline,
-        ops=parse_ops(g("ops")),
+        ops=ops,
         batch_writes=batch_writes,
         bootstrap_items=bootstrap,
         scan_segments=segments,
+        lazy_rate=lazy_rate,
     )
 
 
@@ -285,7 +305,8 @@ def _whole(value: Any, flag: str, minimum: int, maximum: int) -> int:
 OPTION_DESTS = ("template", "keys", "key_distribution", "key_skew", "hot_key_share",
                 "rate_per_user", "batch_size", "linger", "replicator", "drill", "no_verify",
                 "seed", "load_shape", "drain_timeout", "verify_timeout", "settle_seconds",
-                "faults", "ops", "batch_writes", "bootstrap_items", "scan_segments", "run_time")  # fmt: skip
+                "faults", "ops", "batch_writes", "bootstrap_items", "scan_segments", "lazy_rate",
+                "run_time")  # fmt: skip
 
 
 def wire_options(parsed: Any, options: LoadOptions) -> dict[str, Any]:
@@ -320,5 +341,9 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
             {"ops": ops_text(options.ops), "batch_writes": options.batch_writes,
              "bootstrap_items": options.bootstrap_items, "scan_segments": options.scan_segments}
             if options.pipeline == "dynamodb" else {}
+        ),
+        **(
+            {"ops": ops_text(options.ops), "lazy_rate": options.lazy_rate}
+            if options.pipeline == "action-log" else {}
         ),
     }  # fmt: skip

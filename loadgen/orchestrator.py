@@ -8,14 +8,16 @@ embedded endpoint is stopped.
 
 The reference replicator runs as a separate process (``python -m xrh replicate``), never in
 Locust's event loop. When production stops it gets SIGUSR1: it drains and exits 0 once caught
-up and quiet, or 2 if it could not drain within ``--drain-timeout``.
+up and quiet, or 2 if it could not drain within ``--drain-timeout``. The action log has two
+consumers of region A's actions stream, both started: side ``a`` (``--consumer fast``, region
+A's table) and side ``b`` (``--consumer lazy --max-rate <--lazy-rate>``, region B's table); both
+get SIGUSR1 and the run waits for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from loadgen.errors import OrchestrationError
 from loadgen.ledger import LedgerCollector, LedgerSummary, LedgerWriter
 from loadgen.options import LoadOptions, public_dict
-from loadgen.replicators import ReplicatorProcesses
+from loadgen.replicators import ReplicatorProcesses, replicator_command, sides_to_start
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
 from xrh.errors import EXIT_UNKNOWN
@@ -217,20 +219,15 @@ class Orchestrator:
             state.claims_stop = state.claims_thread = None
 
     def _start_replicator(self, state: RunState) -> None:
+        """Side A's replicator; for the action log both consumers (A fast, B lazy)."""
+
         def command(side: str) -> list[str]:
-            return [
-                sys.executable, "-m", "xrh", "replicate", "--pipeline", state.config.pipeline,
-                "--side", side, "--run-dir", str(state.run.path), "--prefix",
-                state.config.prefix, *endpoint_flags(state.config),
-                "--drain-timeout", str(self.options.drain_timeout_s),
-                *(["--behaviour", "sample"] if self.options.replicator == "sample" else []),
-                *(["--scan-segments", str(self.options.scan_segments)]
-                  if state.config.pipeline == "dynamodb" else []),
-                *(self.options.drill.replicator_args if self.options.drill else ()),
-            ]  # fmt: skip
+            return replicator_command(state.config, self.options, state.run.path, side,
+                                      endpoint_flags(state.config))  # fmt: skip
 
         state.replicators = ReplicatorProcesses(command, state.run.path, self.say)
-        state.replicators.start("a")
+        for side in sides_to_start(state.config.pipeline):
+            state.replicators.start(side)
 
     def _start_drill(self, state: RunState, setup_s: float) -> None:
         """The drill's nemesis, over what is left of --run-time after set-up."""
@@ -306,6 +303,10 @@ class Orchestrator:
             if state.config.pipeline == "dynamodb":
                 done = (f"{lag.get('items_copied') or 0} items copied by the bootstrap, "
                         f"{lag.get('changes_applied') or 0} changes applied")  # fmt: skip
+            elif state.config.pipeline == "action-log":  # two consumers: say who is not done
+                sides = state.replicators.running_sides() if state.replicators else []
+                self.say(f"  draining: consumers still running: {', '.join(sides) or '-'}")
+                return
             self.say(f"  draining: {done}, max lag {lag.get('commit_lag_ms_max')} ms")
 
         return state.replicators.drain(self.options.drain_timeout_s, sleep, progress)

@@ -14,15 +14,47 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.errors import OrchestrationError
 from xrh.processes import stop_process
 
+if TYPE_CHECKING:
+    from loadgen.options import LoadOptions
+    from xrh.config import HarnessConfig
+
 LOG_NAME = "replicator-a.log"  # side A's; side B's is replicator-b.log
+
+
+def sides_to_start(pipeline: str) -> tuple[str, ...]:
+    """The replicators a run starts: side A's; the action log's two consumers of region A's
+    actions stream, side ``a`` the fast one (A's table), side ``b`` the lazy one (B's)."""
+    return ("a", "b") if pipeline == "action-log" else ("a",)
+
+
+def replicator_command(config: HarnessConfig, options: LoadOptions, run_path: Path, side: str,
+                       endpoint: list[str]) -> list[str]:  # fmt: skip
+    """``python -m xrh replicate`` for ``side`` of the run (``endpoint``: the flags that point
+    it at the run's endpoints); the action log's consumer of the side
+    (:data:`xrh.action_log.CONSUMERS`), the lazy one at ``--max-rate`` ``--lazy-rate``."""
+    consumer: list[str] = []
+    if config.pipeline == "action-log":
+        consumer = ["--consumer", "fast"] if side == "a" else [
+            "--consumer", "lazy", "--max-rate", f"{options.lazy_rate:g}"]  # fmt: skip
+    return [
+        sys.executable, "-m", "xrh", "replicate", "--pipeline", config.pipeline,
+        "--side", side, "--run-dir", str(run_path), "--prefix", config.prefix, *endpoint,
+        "--drain-timeout", str(options.drain_timeout_s),
+        *(["--behaviour", "sample"] if options.replicator == "sample" else []),
+        *(["--scan-segments", str(options.scan_segments)]
+          if config.pipeline == "dynamodb" else []),
+        *consumer,
+        *(options.drill.replicator_args if options.drill else ()),
+    ]  # fmt: skip
 
 
 class ReplicatorProcesses:
@@ -89,14 +121,32 @@ class ReplicatorProcesses:
             raise OrchestrationError(f"no running replicator to {what}")
         return process
 
+    def running_sides(self) -> list[str]:
+        """The sides with a live process, in the order they were first started."""
+        return [side for side in dict.fromkeys(self._sides.values())
+                if any(p.poll() is None and self._sides[p.pid] == side for p in self.processes)]  # fmt: skip
+
+    def _gone(self) -> str | None:
+        """A side started that has no live process left: its table or stream would miss
+        what it did not apply (the other side draining says nothing about it)."""
+        running = set(self.running_sides())
+        for side in dict.fromkeys(self._sides.values()):
+            if side not in running:
+                codes = [p.returncode for p in self.processes if self._sides[p.pid] == side]
+                return (f"the replicator of side {side.upper()} exited early (codes {codes}); "
+                        f"see replicator-{side}.log")  # fmt: skip
+        return None
+
     def drain(self, timeout_s: float, sleep: Callable[[float], None],
               progress: Callable[[], None]) -> str | None:  # fmt: skip
-        """SIGUSR1 to every live process, wait for all; a reason if any did not drain."""
+        """SIGUSR1 to every live process, wait for all; a reason if any did not drain, or if
+        a side started has no live process left to drain (every side must drain)."""
         live = [p for p in self.processes if p.poll() is None]
         if not live:
             codes = [p.returncode for p in self.processes]
             return f"the replicator exited early (codes {codes}); see {LOG_NAME}"
         self.say("load stopped; waiting for the replicator to drain (SIGUSR1)...")
+        gone = self._gone()
         self.thaw()
         for process in live:
             process.send_signal(signal.SIGUSR1)
@@ -108,14 +158,17 @@ class ReplicatorProcesses:
                 last_note = time.monotonic()
             sleep(0.2)
         codes = [p.poll() for p in live]
+        logs = ", ".join(f"replicator-{side}.log" for side in dict.fromkeys(self._sides.values()))
         if any(code is None for code in codes):
             return f"the replicator did not drain within {timeout_s:.0f}s"
+        if gone is not None:
+            return gone
         if all(code == 0 for code in codes):
             self.say("replicator drained")
             return None
         if 2 in codes:
             return f"the replicator could not drain within {timeout_s:.0f}s"
-        return f"the replicator exited with code(s) {codes}; see {LOG_NAME}"
+        return f"the replicator exited with code(s) {codes}; see {logs}"
 
     def stop(self) -> None:
         """SIGTERM (then SIGKILL) every process; close the log (idempotent)."""
