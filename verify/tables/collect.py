@@ -96,9 +96,13 @@ def batch_get(
     api: Any, table: str, keys: list[str], key_names: tuple[str, ...], *, deadline: float,
     clock: Callable[[], float], sleep: Callable[[float], None], trace_attr: str = "trace",
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
+    row_of: Callable[[dict[str, Any], tuple[str, ...]], tuple] | None = None,
 ) -> list[tuple] | None:  # fmt: skip
-    """The items of ``keys`` now (consistent reads), as store rows; None if throttling or
-    unprocessed keys outlasted the deadline."""
+    """The items of ``keys`` now (consistent reads), as store rows (``row_of(item,
+    key_names)``, by default :func:`traced_item_row`); None if throttling or unprocessed keys
+    outlasted the deadline."""
+    if row_of is None:
+        row_of = lambda i, k: traced_item_row(i, k, trace_attr)  # noqa: E731
     rows: list[tuple] = []
     for start in range(0, len(keys), BATCH_GET):
         pending: dict[str, Any] = {table: {
@@ -116,8 +120,7 @@ def batch_get(
                 sleep(backoff.delay(attempt))
                 attempt += 1
                 continue
-            rows += [traced_item_row(i, key_names, trace_attr)
-                     for i in answer.get("Responses", {}).get(table, [])]  # fmt: skip
+            rows += [row_of(i, key_names) for i in answer.get("Responses", {}).get(table, [])]
             pending = answer.get("UnprocessedKeys") or {}
             if pending:
                 sleep(backoff.delay(attempt))
