@@ -237,10 +237,10 @@ def run(args: argparse.Namespace) -> int:
             f"stops with its run): re-checking the read stored in {runs.VERIFY_STORE_FILE}",
             file=sys.stderr,
         )
-    if config.pipeline not in ("kinesis", "dynamodb"):
+    if config.pipeline not in ("kinesis", "dynamodb", "action-log"):
         raise VerifyUsageError(
-            f"--pipeline {config.pipeline}: verify supports the kinesis and dynamodb pipelines "
-            "so far"
+            f"--pipeline {config.pipeline}: verify supports the kinesis, dynamodb and "
+            "action-log pipelines so far"
         )
     result = run_verify(
         run_dir.path,

@@ -87,6 +87,14 @@ def run_verify(
             clock=clock, sleep=sleep, incomplete=incomplete, from_store=from_store,
             settle_s=settle_s, scan_segments=scan_segments,
         )  # fmt: skip
+    if config.pipeline == "action-log":
+        from verify.actions.run import run_action_verify
+
+        return run_action_verify(
+            Path(run_dir), config, timeout_s=timeout_s, progress=progress, clients=clients,
+            clock=clock, sleep=sleep, incomplete=incomplete, from_store=from_store,
+            settle_s=settle_s, scan_segments=scan_segments,
+        )  # fmt: skip
     if from_store:
         return _verify_stored(run_dir, config, fatal_duplicates, tolerance_ms, stream)
     run = runs.RunDir(Path(run_dir))
@@ -196,8 +204,10 @@ def write_reports(
     verdict: Verdict,
     details: dict[str, Any],
     build: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str] | None = None,
 ) -> VerifyResult:
-    """report.json and report.html from ``build()``. A verify that could not finish (verdict
+    """report.json and report.html from ``build()`` (the page by ``render``, by default
+    :func:`verify.html_report.render_html`). A verify that could not finish (verdict
     unknown: endpoints gone, nothing stored) never replaces an earlier report of the run: it
     writes report-<time>.json and .html beside it (and says so in ``details``' notes)."""
     json_name, html_name = runs.REPORT_JSON, runs.REPORT_HTML
@@ -211,7 +221,7 @@ def write_reports(
     report = build()
     json_path = run.write_json(json_name, report)
     html_path = run.file(html_name)
-    html_path.write_text(render_html(report))
+    html_path.write_text((render or render_html)(report))
     return VerifyResult(report, verdict, EXIT_CODES[verdict], json_path, html_path)
 
 

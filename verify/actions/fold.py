@@ -47,7 +47,7 @@ def _trace_of(data: bytes) -> str | None:
 
 def record_rows(record: StreamRecord) -> tuple[tuple, list[tuple]] | tuple[None, tuple]:
     """One stream record as store rows: (action row, op rows), or (None, malformed row)."""
-    ord_text = order_of(record.generation, record.sequence_number)
+    ord_text = order_of(record.generation, record.shard_id, record.sequence_number)
     try:
         action: Action = parse_action(record.data)
     except ActionFormatError as exc:

@@ -12,8 +12,8 @@ the fold walks ``ops`` in (key, log order) and writes what the checks need per k
   of the attribute starts a new one), and ``add_epochs`` the epoch the fold ends in, so a
   number off by deltas of the current epoch is a replayed ADD (double-applied).
 
-Order: ``ord`` sorts as (shard generation, integer sequence number), the log's order for every
-key (all actions of a key go to one shard per generation, parents before children).
+Order: ``ord`` sorts as (shard generation, shard, integer sequence number), the log's order
+for every key (all actions of a key go to one shard per generation, parents before children).
 """
 
 from __future__ import annotations
@@ -68,17 +68,13 @@ BATCH = 5000
 SEQ_DIGITS = 64  # Kinesis sequence numbers have up to 56 digits
 
 
-def order_of(generation: int, sequence_number: str) -> str:
-    """Text that sorts as (generation, integer sequence number): the log's order."""
+def order_of(generation: int, shard: str, sequence_number: str) -> str:
+    """Text that sorts as (generation, shard, integer sequence number): the log's order for
+    every key (a key's actions are in one shard per generation), and unique per record
+    (sequence numbers are unique per shard only: moto numbers each shard 1, 2, ...)."""
     seq = sequence_number.strip()
     digits = str(int(seq)) if seq.isdigit() else seq
-    return f"{max(generation, 0):04d}:{digits.rjust(SEQ_DIGITS, '0')}"
-
-
-def position(ord_text: str, shard: str | None = None) -> dict[str, str | None]:
-    """An ``ord`` back as the sequence number a person looks up (and the shard if known)."""
-    seq = ord_text.split(":", 1)[-1].lstrip("0") or "0"
-    return {"shard": shard, "sequence_number": seq}
+    return f"{max(generation, 0):04d}:{shard}:{digits.rjust(SEQ_DIGITS, '0')}"
 
 
 class ActionStore:

@@ -52,8 +52,9 @@ def test_batch_write_is_its_puts_and_deletes_in_order():
 
 
 def test_order_is_generation_then_integer_sequence_number():
-    assert order_of(0, "9") < order_of(0, "10")
-    assert order_of(0, "99999999999999999999") < order_of(1, "1")
+    assert order_of(0, "s", "9") < order_of(0, "s", "10")
+    assert order_of(0, "s", "99999999999999999999") < order_of(1, "a", "1")
+    assert order_of(0, "s0", "1") != order_of(0, "s1", "1")
     log = Log()
     log.seq = 8
     log.put("k", v="parent-9")
@@ -134,3 +135,13 @@ def test_table_items_hash_like_the_fold_without_bookkeeping_and_number_forms():
     }
     assert table_row(wire)[:3] == expected_row(item)[:3]
     assert table_row({**wire, "n": {"N": "11"}})[1] != expected_row(item)[1]
+
+
+def test_records_of_two_shards_with_the_same_sequence_number_are_both_folded():
+    log = Log()
+    log.put("k1", a=1)
+    log.seq = 0  # moto numbers every shard 1, 2, ...
+    log.add("PutItem", {"pk": "k2", "a": 2}, shard="shardId-000000000001")
+    store = log.store()
+    assert store.count("actions") == 2
+    assert set(folded(store)) == {"k1", "k2"}
