@@ -45,17 +45,20 @@ class HarnessDrillEnv:
     def resume_region(self, side: str) -> None:
         self._endpoint("resuming a region").resume_region(Side(side))
 
-    def kill_replicator(self) -> None:
-        self._replicators().kill()
+    # The replicator actions act on one side's replicator (the action log's consumers: 'a'
+    # the fast one, 'b' the lazy one); the other pipelines' drills use side A's.
 
-    def start_replicator(self) -> None:
-        self._replicators().start(check=False)
+    def kill_replicator(self, side: str = "a") -> None:
+        self._replicators().kill(side)
 
-    def freeze_replicator(self) -> None:
-        self._replicators().freeze()
+    def start_replicator(self, side: str = "a") -> None:
+        self._replicators().start(side, check=False)
 
-    def thaw_replicator(self) -> None:
-        self._replicators().thaw()
+    def freeze_replicator(self, side: str = "a") -> None:
+        self._replicators().freeze(side)
+
+    def thaw_replicator(self, side: str = "a") -> None:
+        self._replicators().thaw(side)
 
     def second_replicator(self) -> None:
         self._replicators().start(check=False)

@@ -71,9 +71,13 @@ class ReplicatorProcesses:
 
     @property
     def primary(self) -> subprocess.Popen[bytes] | None:
-        """The first live side-A process (the one drills kill or freeze)."""
+        """The first live side-A process (the one drills kill or freeze by default)."""
+        return self.first_of("a")
+
+    def first_of(self, side: str) -> subprocess.Popen[bytes] | None:
+        """The first live process of ``side`` (the action log's consumer of that side)."""
         return next(
-            (p for p in self.processes if p.poll() is None and self._sides[p.pid] == "a"), None
+            (p for p in self.processes if p.poll() is None and self._sides[p.pid] == side), None
         )
 
     def start(self, side: str = "a", *, check: bool = True) -> subprocess.Popen[bytes]:
@@ -100,25 +104,27 @@ class ReplicatorProcesses:
         if not any(p.poll() is None and self._sides[p.pid] == side for p in self.processes):
             self.start(side, check=False)
 
-    def kill(self) -> None:
-        """SIGKILL the primary: no clean-up, its leases expire, a batch may be half done."""
-        process = self._require("kill")
+    def kill(self, side: str = "a") -> None:
+        """SIGKILL the side's first process: no clean-up, its leases expire, a batch may be
+        half done."""
+        process = self._require("kill", side)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        self.say(f"replicator {process.pid} killed")
+        self.say(f"replicator {process.pid} (side {side.upper()}) killed")
 
-    def freeze(self) -> None:
-        os.kill(self._require("freeze").pid, signal.SIGSTOP)
+    def freeze(self, side: str = "a") -> None:
+        os.kill(self._require("freeze", side).pid, signal.SIGSTOP)
 
-    def thaw(self) -> None:
+    def thaw(self, side: str | None = None) -> None:
+        """SIGCONT every live process of ``side`` (of every side if None)."""
         for process in self.processes:
-            if process.poll() is None:
+            if process.poll() is None and side in (None, self._sides[process.pid]):
                 os.kill(process.pid, signal.SIGCONT)
 
-    def _require(self, what: str) -> subprocess.Popen[bytes]:
-        process = self.primary
+    def _require(self, what: str, side: str) -> subprocess.Popen[bytes]:
+        process = self.first_of(side)
         if process is None:
-            raise OrchestrationError(f"no running replicator to {what}")
+            raise OrchestrationError(f"no running replicator of side {side.upper()} to {what}")
         return process
 
     def running_sides(self) -> list[str]:

@@ -218,3 +218,41 @@ def test_a_side_restarted_after_a_kill_still_drains(tmp_path):
         assert procs.drain(10, time.sleep, lambda: None) is None
     finally:
         procs.stop()
+
+
+def state(process) -> str:
+    """The process's state letter from /proc (T: stopped)."""
+    return Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_state(process, want: bool) -> None:
+    for _ in range(100):
+        if (state(process) == "T") == want:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {process.pid} stopped={not want}, expected {want}")
+
+
+def test_drill_steps_act_on_the_named_sides_consumer(tmp_path):
+    """The action log's drills freeze, thaw, kill and restart one consumer by its side (the
+    lazy one is 'b'); the other side's consumer is left alone."""
+    from loadgen.errors import OrchestrationError
+
+    procs = processes(tmp_path, crash=set())
+    try:
+        fast = procs.start("a", check=False)
+        lazy = procs.start("b", check=False)
+        wait_ready(tmp_path, "a", "b")
+        procs.freeze("b")
+        wait_state(lazy, True)
+        assert state(fast) != "T"
+        procs.thaw("b")
+        wait_state(lazy, False)
+        procs.kill("b")
+        assert lazy.returncode == -signal.SIGKILL and fast.poll() is None
+        with pytest.raises(OrchestrationError, match="no running replicator of side B to kill"):
+            procs.kill("b")
+        procs.start("b", check=False)
+        assert procs.running_sides() == ["a", "b"] and procs.first_of("b") is not lazy
+    finally:
+        procs.stop()
