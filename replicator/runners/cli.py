@@ -27,11 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from replicator.runners import options
-from replicator.runners.options import add_arguments
 from replicator.runners.run_files import RunFiles
 from xrh.config import Side
 
 __all__ = ["RunFiles", "add_arguments", "build", "main", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by every pipeline, and the action-log consumers' own."""
+    from replicator.runners import action_cli
+
+    options.add_arguments(parser)
+    action_cli.add_arguments(parser)
 
 
 def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
@@ -222,7 +229,7 @@ def _sample_replicator(config, names, side, source_region, target_region, scope,
     return replicator, sink, lookup, lambda: row.calls
 
 
-REPLICATED_PIPELINES = ("kinesis", "dynamodb")
+REPLICATED_PIPELINES = ("kinesis", "dynamodb", "action-log")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,11 +249,17 @@ def run(args: argparse.Namespace) -> int:
         from replicator.runners import table_cli
 
         options.check_dynamodb(args)
+    if config.pipeline == "action-log":
+        from replicator.runners import action_cli
+
+        action_cli.check(args)
     run_dir = _run_dir(args, config.runs_dir)
     config = resolve_config(config, run_dir)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     if config.pipeline == "dynamodb":
         return table_cli.run(args, config, run_dir, worker_id)
+    if config.pipeline == "action-log":
+        return action_cli.run(args, config, run_dir, worker_id)
     poller, files = build(args, config, run_dir, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
