@@ -92,8 +92,10 @@ class TableComparison:
         t2 = time.perf_counter()
         reasons = self._settle(deadline, timeout_s, settle_s)
         timings["settle"] = round(time.perf_counter() - t2, 3)
-        for side, store in self.stores.items():
-            self.tables[side.name]["differing_after_settle"] = store.differing()
+        for side, store in self.stores.items():  # the items as judged, re-reads included
+            self.tables[side.name].update(
+                items=store.count(FOUND), differing_after_settle=store.differing()
+            )
         return reasons
 
     def _scan(self, deadline: float) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
     ledger = sqlite3.connect(run.file(runs.LEDGER_FILE))
     ledger.executescript(LEDGER_DDL)
     traces: dict[str, list[str]] = {}
+    late: list[dict[str, Any]] = []
     for seq, action in enumerate(_actions(), 1):
         trace = f"{run.run_id}/w0u1-{seq:09d}"
         doc = {**action, "trace": trace, "commitTimestamp": TS}
@@ -138,8 +140,11 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
              answer["SequenceNumber"], 0),
         )  # fmt: skip
         traces.setdefault(first, []).append(trace)
-        for applier in appliers.values():
-            applier.apply(doc)
+        appliers[Side.A].apply(doc)
+        if seq > len(_actions()) - 3:
+            late.append(doc)  # the lazy consumer is behind when verify starts
+        else:
+            appliers[Side.B].apply(doc)
     ledger.execute("INSERT INTO ledger_meta VALUES ('complete', '1')")
     ledger.commit()
     lag = [{"ts_ms": 1_700_000_000_000 + i * 1000, "consumer": c, "shard_id": "shardId-0",
@@ -151,7 +156,7 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
         str(run.path),
         "--no-progress",
         "--settle-seconds",
-        "1",
+        "4",
         "--endpoint-url-a",
         config.endpoint_url_a,
         "--endpoint-url-b",
@@ -164,8 +169,15 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
         assert code == {"valid": 0, "invalid": 1, "unknown": 2}[report["verdict"]]
         return report
 
-    report = verify()
+    catch_up = threading.Timer(1.5, lambda: [appliers[Side.B].apply(d) for d in late])
+    catch_up.start()
+    try:
+        report = verify()
+    finally:
+        catch_up.join()
     assert report["verdict"] == "valid", report["reasons"]
+    assert report["details"]["settle"]["differing_after_first_compare"] == 4  # keys 1, 4, 7, 40
+    assert report["details"]["settle"]["waited_s"] >= 1
     assert report["pipeline"] == "action-log"
     assert report["details"]["log"]["actions"] == len(_actions())
     assert report["details"]["tables"]["B"]["items"] == 29  # 30 + k40, less k1 and k7
@@ -193,6 +205,7 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
                                       "trace": {"S": traces["12"][0]},
                                       "commitTimestamp": {"S": TS}})  # its first state  # fmt: skip
 
+    argv[argv.index("--settle-seconds") + 1] = "1"
     report = verify()
     assert report["verdict"] == "invalid"
     counts = {k: x["count"] for k, x in report["anomalies"].items() if x["count"]}
