@@ -6,12 +6,15 @@ Part of every PutRecords fails in region A (injected), so the producer's retries
 failed entries, and the per-key order they must keep, are exercised against the real service
 shapes: every acknowledged action is in the stream where the ledger says, with its keys' block
 partition key, parseable, and each partition key's actions are in the order they were made.
+
+Then the main job as a user runs it (its own embedded endpoint, both consumers, verify).
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -130,3 +133,26 @@ def test_action_log_load_matches_the_actions_stream(endpoint, tmp_path):
     finally:
         if endpoint.alive():
             destroy(config)
+
+
+def test_main_job_starts_both_consumers_drains_them_and_ends_valid(tmp_path):
+    """The whole run on its own embedded endpoint: the orchestrator starts the fast consumer
+    (side a) and the lazy one (side b, at --lazy-rate), drains both, and verify holds both
+    tables against the fold of the log."""
+    code, out, err = run_locust(
+        tmp_path, "--pipeline", "action-log", "--headless", "-u", "4", "-r", "4", "-t", "6s",
+        "--only-summary", "--seed", "5", "--keys", "300", "--lazy-rate", "300",
+        "--drain-timeout", "60", "--settle-seconds", "10", timeout=180,
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert "replicator of side A started" in err and "replicator of side B started" in err
+    assert "replicator drained" in err
+    run_dir = tmp_path / "runs" / "latest"
+    logs = {side: (run_dir / f"replicator-{side}.log").read_text() for side in "ab"}
+    assert "fast consumer" in logs["a"] and "lazy consumer" in logs["b"], logs
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["pipeline"] == "action-log" and report["verdict"] == "valid", report["reasons"]
+    assert report["counts"]["acknowledged"] >= 100
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["load"]["lazy_rate"] == 300.0
+    assert config["load"]["ops"] == "put=40,update=40,delete=10,batch=10"
