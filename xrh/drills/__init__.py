@@ -10,9 +10,10 @@ __all__ = ["Action", "Drill", "Step", "catalogue", "get_drill"]
 
 def catalogue(pipeline: str = "kinesis") -> tuple[Drill, ...]:
     """Every drill of a pipeline, in the order ``--all`` runs them."""
-    from xrh.drills import dynamodb, kinesis
+    from xrh.drills import action_log, dynamodb, kinesis
 
-    return tuple(d for d in (*kinesis.DRILLS, *dynamodb.DRILLS) if d.pipeline == pipeline)
+    every = (*kinesis.DRILLS, *dynamodb.DRILLS, *action_log.DRILLS)
+    return tuple(d for d in every if d.pipeline == pipeline)
 
 
 def get_drill(name: str, pipeline: str = "kinesis", option: str = "--drill") -> Drill:

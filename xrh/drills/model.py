@@ -17,6 +17,7 @@ class Action(enum.Enum):
     CLEAR_FAULTS = "clear-faults"
     PAUSE_REGION = "pause-region"  # arg: 'a' or 'b' (SIGSTOP: requests hang, like a partition)
     RESUME_REGION = "resume-region"
+    # The replicator actions take the side whose replicator they act on (default 'a'):
     KILL_REPLICATOR = "kill-replicator"  # SIGKILL, no clean-up: leases expire, batches in flight
     START_REPLICATOR = "start-replicator"  # a fresh process (new worker id)
     FREEZE_REPLICATOR = "freeze-replicator"  # SIGSTOP the first replicator: its lease expires

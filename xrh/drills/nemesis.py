@@ -28,10 +28,10 @@ class DrillEnv(Protocol):
     def set_faults(self, spec: str | None) -> None: ...
     def pause_region(self, side: str) -> None: ...
     def resume_region(self, side: str) -> None: ...
-    def kill_replicator(self) -> None: ...
-    def start_replicator(self) -> None: ...
-    def freeze_replicator(self) -> None: ...
-    def thaw_replicator(self) -> None: ...
+    def kill_replicator(self, side: str = "a") -> None: ...
+    def start_replicator(self, side: str = "a") -> None: ...
+    def freeze_replicator(self, side: str = "a") -> None: ...
+    def thaw_replicator(self, side: str = "a") -> None: ...
     def second_replicator(self) -> None: ...
     def reshard(self, shards: int) -> None: ...
     def failover(self, to: str) -> None: ...
@@ -48,13 +48,13 @@ def _apply(env: DrillEnv, action: Action, arg: str | None) -> None:
         case Action.RESUME_REGION:
             env.resume_region(arg or "b")
         case Action.KILL_REPLICATOR:
-            env.kill_replicator()
+            env.kill_replicator(arg or "a")
         case Action.START_REPLICATOR:
-            env.start_replicator()
+            env.start_replicator(arg or "a")
         case Action.FREEZE_REPLICATOR:
-            env.freeze_replicator()
+            env.freeze_replicator(arg or "a")
         case Action.THAW_REPLICATOR:
-            env.thaw_replicator()
+            env.thaw_replicator(arg or "a")
         case Action.SECOND_REPLICATOR:
             env.second_replicator()
         case Action.RESHARD:
@@ -127,13 +127,12 @@ class Nemesis:
 
     def _track(self, action: Action, arg: str | None) -> None:
         undoes = {v: k for k, v in UNDO.items()}
+        # an undo matches its step by action and side (the region paused, the replicator's side)
+        side = None if action in (Action.FAULTS, Action.CLEAR_FAULTS) else (arg or "")
         if action in UNDO:
-            self._open[(action, arg if action is Action.PAUSE_REGION else None)] = Step(
-                0, action, arg
-            )
+            self._open[(action, side)] = Step(0, action, arg)
         elif action in undoes:
-            key = (undoes[action], arg if action is Action.RESUME_REGION else None)
-            self._open.pop(key, None)
+            self._open.pop((undoes[action], side), None)
 
     def finish(self) -> None:
         """Stop the schedule and undo whatever is still in force (idempotent)."""
@@ -141,8 +140,8 @@ class Nemesis:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        for (action, arg), _ in list(self._open.items()):
-            self.step(UNDO[action], arg)
+        for step in list(self._open.values()):
+            self.step(UNDO[step.action], step.arg)
         self.log("drill-end", self.drill.name, ok=not self.errors,
                  note="; ".join(self.errors) or None)  # fmt: skip
 

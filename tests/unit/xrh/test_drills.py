@@ -101,9 +101,9 @@ def test_finish_undoes_what_is_still_in_force_and_logs_every_step(tmp_path):
         threading.Event().wait(0.01)
     nemesis.finish()
     assert env.calls[:3] == [("set_faults", "a:PutRecords:partial=0.1"),
-                             ("pause_region", "b"), ("freeze_replicator", None)]  # fmt: skip
+                             ("pause_region", "b"), ("freeze_replicator", "a")]  # fmt: skip
     assert sorted(env.calls[3:]) == [("resume_region", "b"), ("set_faults", None),
-                                     ("thaw_replicator", None)]  # fmt: skip
+                                     ("thaw_replicator", "a")]  # fmt: skip
     steps = [s["action"] for s in read_timeline(tmp_path / "t.jsonl")]
     assert steps[0] == "drill" and steps[-1] == "drill-end" and len(steps) == 8
     assert threading.active_count() >= 1 and nemesis._thread is None
@@ -121,7 +121,7 @@ def test_a_step_that_fails_is_logged_and_the_drill_goes_on(tmp_path):
     timeline = read_timeline(tmp_path / "t.jsonl")
     assert [s["ok"] for s in timeline if s["action"] == "reshard"] == [False]
     assert "refused" in timeline[-1]["note"] and timeline[-1]["ok"] is False
-    assert ("start_replicator", None) in env.calls  # the killed replicator is restarted
+    assert ("start_replicator", "a") in env.calls  # the killed replicator is restarted
 
 
 def report(lag_buckets, p50=100):
@@ -162,3 +162,25 @@ def test_matrix_shows_violations_not_duplicates_and_a_zero_recovery(tmp_path):
     page = render_matrix([result])
     assert "<td>0.0</td>" in page
     assert "p-1 &lt;lost&gt; &amp; " in page and "&#x" not in page  # escaped whole, cut first
+
+
+def test_replicator_steps_name_their_side_and_their_undo_the_same_one(tmp_path):
+    drill = Drill("d", "action-log", "test", (
+        Step(0.0, Action.FREEZE_REPLICATOR, "b"), Step(0.0, Action.KILL_REPLICATOR, "a"),
+    ))  # fmt: skip
+    env = Recorder()
+    nemesis = Nemesis(drill, env, 1000, tmp_path / "t.jsonl")
+    nemesis.start()
+    for _ in range(100):
+        if len(env.calls) == 2:
+            break
+        threading.Event().wait(0.01)
+    nemesis.finish()
+    assert env.calls[:2] == [("freeze_replicator", "b"), ("kill_replicator", "a")]
+    assert sorted(env.calls[2:]) == [("start_replicator", "a"), ("thaw_replicator", "b")]
+
+
+def test_the_action_log_drills_are_catalogued_for_their_pipeline():
+    names = [d.name for d in catalogue("action-log")]
+    assert names == ["consumer-crash", "throttled-target", "lazy-far-behind"]
+    assert all(d.pipeline == "action-log" for d in catalogue("action-log"))
