@@ -32,7 +32,7 @@ def test_refusals_exit_3_with_a_message(extra, message, capsys) -> None:
 
 
 def test_pipelines_without_a_replicator_are_refused(capsys) -> None:
-    assert cli.main(["--pipeline", "action-log"]) == 3
+    assert cli.main(["--pipeline", "postgres-cdc"]) == 3
     assert "no replicator for this pipeline yet" in capsys.readouterr().err
 
 
