@@ -30,10 +30,14 @@ REPLICATORS = ("reference", "sample", "external")
 COLUMNS = ("lost", "duplicated", "reordered", "stale", "checkpoint_ahead", "looped")
 # The table pipelines' anomalies (DESIGN.md, "report.json"), shown instead of the stream ones.
 TABLE_COLUMNS = ("lost", "phantom", "stale", "diverged")
+# The action log's: an ADD counted twice is its own anomaly.
+ACTION_LOG_COLUMNS = (*TABLE_COLUMNS, "double_applied")
 
 
 def columns(pipeline: str) -> tuple[str, ...]:
-    return COLUMNS if pipeline == "kinesis" else TABLE_COLUMNS
+    if pipeline == "kinesis":
+        return COLUMNS
+    return ACTION_LOG_COLUMNS if pipeline == "action-log" else TABLE_COLUMNS
 
 
 RUN_DIR_MARK = "[xrh] run directory: "
