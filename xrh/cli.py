@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn
 
+from xrh import early_signals
 from xrh.config import HarnessConfig, add_common_options, config_from_options
 from xrh.errors import EXIT_USAGE, HarnessError, UsageError
 
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [sys.argv[0], *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "replicate":  # only the replicator takes over the early signals
+        early_signals.restore_defaults()
     try:
         return int(args.handler(args))
     except HarnessError as exc:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from replicator.runners import options
+from xrh import early_signals
 
-#: Actions per second of the lazy consumer when ``--max-rate`` is not given.
 DEFAULT_LAZY_RATE = 1000.0
 #: The AWS SDK for JavaScript v2 retries DynamoDB calls 10 times by default (11 sends); the
 #: proof of concept relied on that, so its reproduction does too.
@@ -251,6 +251,10 @@ def run(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) ->
     poller, applier, files, consumer = build(args, config, run_dir, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
+    if early_signals.take(signal.SIGTERM):  # came while the process was starting
+        poller.request_stop()
+    if early_signals.take(signal.SIGUSR1):
+        poller.request_drain()
     label = f" ({files.behaviour})" if files.behaviour else ""
     print(f"consuming {config.prefix}-actions as the {consumer} consumer ({worker_id}){label}; "
           f"log {files.log_path}", file=sys.stderr, flush=True)  # fmt: skip

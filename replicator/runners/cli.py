@@ -28,6 +28,7 @@ from typing import Any
 
 from replicator.runners import options
 from replicator.runners.run_files import RunFiles
+from xrh import early_signals
 from xrh.config import Side
 
 __all__ = ["RunFiles", "add_arguments", "build", "main", "run"]
@@ -263,6 +264,10 @@ def run(args: argparse.Namespace) -> int:
     poller, files = build(args, config, run_dir, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
+    if early_signals.take(signal.SIGTERM):  # came while the process was starting
+        poller.request_stop()
+    if early_signals.take(signal.SIGUSR1):
+        poller.request_drain()
     label = f" ({files.behaviour})" if files.behaviour else ""
     print(f"replicating {config.prefix}-stream from side {args.side} as {worker_id}{label}; "
           f"log {files.log_path}", file=sys.stderr)  # fmt: skip

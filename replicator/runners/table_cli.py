@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from replicator.runners import options
+from xrh import early_signals
 from xrh.config import Side
 
 # --------------------------------------------------------------------------- wiring
@@ -377,6 +378,10 @@ def run(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) ->
     table = build(args, config, run_dir, worker_id)
     signal.signal(signal.SIGTERM, lambda *_: table.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: table.request_drain())
+    if early_signals.take(signal.SIGTERM):  # came while the process was starting
+        table.request_stop()
+    if early_signals.take(signal.SIGUSR1):
+        table.request_drain()
     files = table.files
     print(f"replicating table {config.prefix}-items from side {args.side} as {worker_id} "
           f"(bootstrap {getattr(args, 'bootstrap', 'auto')}); log {files.log_path}",

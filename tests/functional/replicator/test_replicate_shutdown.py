@@ -4,6 +4,7 @@ successor starts at once from where it stopped; nothing is lost across the hand-
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -53,3 +54,24 @@ def test_sigterm_checkpoints_and_releases_leases(pipeline: Pipeline, tmp_path: P
     target = [t for ts in read_stream(kb, names.stream).values() for t in ts]
     assert {f"p-{i:06d}" for i in range(1500)} <= set(target)
     assert len(target) - len(set(target)) < 500  # a resend from the checkpoint, not a replay of all
+
+
+def test_a_drain_requested_while_the_process_starts_drains_it(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """SIGUSR1 sent the moment the process exists (it is still importing boto3): its default
+    action would end the process (-10); the request is kept and the replicator drains."""
+    config, names, clients, ka, kb, run_dir = pipeline
+    produce(ka, names.stream, 0, 200)
+    command = [sys.executable, "-m", "xrh", "replicate", *poller_cmd(config, run_dir, "early")[3:]]
+    early = start(command, tmp_path / "early.out")
+    try:
+        time.sleep(0.05)
+        early.send_signal(signal.SIGUSR1)
+        code = early.wait(timeout=60)
+    finally:
+        stop([early])
+    out = (tmp_path / "early.out").read_text()
+    assert code == 0 and "drained" in out, out
+    target = [t for ts in read_stream(kb, names.stream).values() for t in ts]
+    assert {f"p-{i:06d}" for i in range(200)} <= set(target)
