@@ -82,3 +82,43 @@ def test_reference_replicator_ends_the_table_drill_valid(tmp_path, name):
                         key=lambda e: e["ts"])  # fmt: skip
         assert len(events) == 2, events
         assert events[1]["previous_owner"] == events[0]["owner"] != events[1]["owner"]
+
+
+# The action log's drills: the fast consumer (A's table) and the lazy one (B's) under failures.
+ACTION_LOG = ("--pipeline", "action-log")
+
+
+@pytest.mark.parametrize("name", [d.name for d in catalogue("action-log")])
+def test_reference_consumers_end_the_action_log_drill_valid(tmp_path, name):
+    # 16 s: the crash drill's kills and restarts come about 2 s apart, time enough for a
+    # restarted consumer to start applying (and be killed between writes and checkpoint)
+    code, out, report, timeline = run_drill(tmp_path, name, *ACTION_LOG, run_time="16s")
+    assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
+    assert code == 0, out[-3000:]
+    assert all(step["ok"] for step in timeline), timeline
+    assert report["details"]["drill"]["name"] == name
+    tables = report["details"]["tables"]
+    assert tables["A"]["items"] == tables["B"]["items"] == tables["A"]["expected_items"] > 0
+    latest = tmp_path / "runs" / "latest"
+    if name == "consumer-crash":  # killed three times (one may die before it logs anything)
+        assert len(list(latest.glob("replicator-fast-*.log"))) >= 3
+    if name == "throttled-target":
+        assert report["details"]["faults"]["total"] > 0
+    if name == "lazy-far-behind":  # frozen with the log piling up, then caught up
+        lag = report["details"]["consumer_lag"]["consumers"]
+        assert lag["lazy"]["max"] > 2_000 > lag["fast"]["p50"]
+
+
+def test_the_proof_of_concepts_consumer_fails_the_crash_drill(tmp_path):
+    """Checkpoint first, then write: each kill loses the batch it had checkpointed."""
+    code, out, report, _ = run_drill(
+        tmp_path, "consumer-crash", *ACTION_LOG, "--replicator", "sample",
+        "--rate-per-user", "20",  # the sample's one call per action keeps up with this load
+    )  # fmt: skip
+    assert report["verdict"] == "invalid" and code == 1, (report["reasons"], out[-3000:])
+    # A kill after the checkpoint loses the batch; a refused checkpoint write (only logged)
+    # replays one, counting its ADDs twice.
+    found = {k: report["anomalies"][k] for k in ("lost", "double_applied", "stale")
+             if report["anomalies"][k]["count"]}  # fmt: skip
+    assert found, report["reasons"]
+    assert all(a["examples"][0]["key"] for a in found.values()), found
