@@ -10,6 +10,7 @@ heavy; the command's own handlers, once installed, ask :func:`take` whether a si
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 _EARLY = (signal.SIGUSR1, signal.SIGTERM)
 _pending: set[int] = set()
@@ -37,3 +38,14 @@ def restore_defaults() -> None:
         signal.signal(signum, signal.SIG_DFL)
     for signum in early:
         signal.raise_signal(signum)
+
+
+def handle(*, stop: Callable[[], None], drain: Callable[[], None]) -> None:
+    """A long-running command's handlers: SIGTERM stops, SIGUSR1 drains; a request that came
+    while the process was starting is carried out now."""
+    signal.signal(signal.SIGTERM, lambda *_: stop())
+    signal.signal(signal.SIGUSR1, lambda *_: drain())
+    if take(signal.SIGTERM):
+        stop()
+    if take(signal.SIGUSR1):
+        drain()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -249,12 +248,7 @@ def run(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) ->
     if args.worker_id is None:
         worker_id = f"{consumer}-{worker_id}"
     poller, applier, files, consumer = build(args, config, run_dir, worker_id)
-    signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
-    signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
-    if early_signals.take(signal.SIGTERM):  # came while the process was starting
-        poller.request_stop()
-    if early_signals.take(signal.SIGUSR1):
-        poller.request_drain()
+    early_signals.handle(stop=poller.request_stop, drain=poller.request_drain)
     label = f" ({files.behaviour})" if files.behaviour else ""
     print(f"consuming {config.prefix}-actions as the {consumer} consumer ({worker_id}){label}; "
           f"log {files.log_path}", file=sys.stderr, flush=True)  # fmt: skip

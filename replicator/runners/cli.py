@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
 import time
@@ -262,12 +261,7 @@ def run(args: argparse.Namespace) -> int:
     if config.pipeline == "action-log":
         return action_cli.run(args, config, run_dir, worker_id)
     poller, files = build(args, config, run_dir, worker_id)
-    signal.signal(signal.SIGTERM, lambda *_: poller.request_stop())
-    signal.signal(signal.SIGUSR1, lambda *_: poller.request_drain())
-    if early_signals.take(signal.SIGTERM):  # came while the process was starting
-        poller.request_stop()
-    if early_signals.take(signal.SIGUSR1):
-        poller.request_drain()
+    early_signals.handle(stop=poller.request_stop, drain=poller.request_drain)
     label = f" ({files.behaviour})" if files.behaviour else ""
     print(f"replicating {config.prefix}-stream from side {args.side} as {worker_id}{label}; "
           f"log {files.log_path}", file=sys.stderr)  # fmt: skip

@@ -30,7 +30,6 @@ of new images, ``--start-at-latest``, ``--behaviour sample``).
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -376,12 +375,7 @@ def run(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) ->
     from xrh.errors import UsageError
 
     table = build(args, config, run_dir, worker_id)
-    signal.signal(signal.SIGTERM, lambda *_: table.request_stop())
-    signal.signal(signal.SIGUSR1, lambda *_: table.request_drain())
-    if early_signals.take(signal.SIGTERM):  # came while the process was starting
-        table.request_stop()
-    if early_signals.take(signal.SIGUSR1):
-        table.request_drain()
+    early_signals.handle(stop=table.request_stop, drain=table.request_drain)
     files = table.files
     print(f"replicating table {config.prefix}-items from side {args.side} as {worker_id} "
           f"(bootstrap {getattr(args, 'bootstrap', 'auto')}); log {files.log_path}",
