@@ -13,6 +13,12 @@ the fold, the ledger against the stream; report.json and report.html in the run 
 4. the checks (:mod:`verify.actions.checks`) and the verdict by
    :func:`verify.reconcile.decide`'s rules: unread evidence is ``unknown``, any anomaly
    ``invalid``.
+
+A read with no reason to call it incomplete is marked in its stores
+(:func:`verify.actions.stored.mark_complete`); ``from_store`` (``--from-store``, or
+``xrh verify`` finding the run's endpoint gone) judges that read again without the network:
+the same judge over the same stored log, fold, table items and lag, so the same verdict. A
+store without a complete read gives ``unknown``, saying so.
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from verify.actions.checks import REASONS, Judgement, judge
 from verify.actions.compare import SIDES, TableComparison, open_stores
 from verify.actions.fold import fold, read_actions
 from verify.actions.html import render_action_html
-from verify.actions.lag import lag_report, load_lag
+from verify.actions.lag import LAG_KEYS, lag_report, load_lag
 from verify.actions.store import ActionStore
-from verify.errors import EndpointUnreachable, VerifyUsageError
+from verify.actions.stored import Stored, incomplete_reason, mark_complete
+from verify.errors import EndpointUnreachable
 from verify.kinesis_reader import error_code
 from verify.ledger_file import load_ledger_file
 from verify.reconcile import decide
 from verify.report import EMPTY_COUNTS, envelope
 from verify.runner import LEDGER_INCOMPLETE, VerifyResult, write_reports
 from verify.tables.run import table_clients
+from verify.tables.store import TableStore
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig, Side
 from xrh.drills.nemesis import TIMELINE_FILE, read_timeline
@@ -107,29 +115,20 @@ def run_action_verify(
     poll_s: float = 1.0,
 ) -> VerifyResult:  # fmt: skip
     """Verify one ``action-log`` run directory; writes verify.sqlite (the log and the fold),
-    verify-items-{a,b}.sqlite (the comparisons), report.json and report.html there."""
-    if from_store:
-        raise VerifyUsageError(
-            "--from-store: an action-log run is verified by reading its stream and tables "
-            "again; re-checking a stored read is not available for this pipeline"
-        )
+    verify-items-{a,b}.sqlite (the comparisons), report.json and report.html there;
+    ``from_store``: judges the complete read kept there again, without the network."""
     del progress  # the reads are short; the summary says what was done
     run = runs.RunDir(Path(run_dir))
     names = ResourceNames(config.prefix)
     stream, table = names.actions_stream, names.items_table
     started_at = _now_iso()
-    notes: list[str] = []
-    details: dict[str, Any] = {
-        "regions": {"source": config.region_a, "target": config.region_b},
-        "notes": notes,
-        "faults": read_fault_log(run.file(runs.FAULTS_FILE)),
-    }
-    timeline = read_timeline(run.file(TIMELINE_FILE))
-    if timeline:
-        details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline,
-                            "recovery_s": None}  # fmt: skip
+    if from_store:
+        return _from_store(run, config, started_at)
+    details = _run_details(run, config)
+    notes: list[str] = details["notes"]
     reasons = list(incomplete or [])
     judgement: Judgement | None = None
+    stored_reason = incomplete_reason(run.path)  # before the stores start afresh
     store = ActionStore(run.file(runs.VERIFY_STORE_FILE))
     try:
         ledger_reason = import_ledger(store, run.file(runs.LEDGER_FILE), stream, notes)
@@ -145,17 +144,46 @@ def run_action_verify(
         else:
             read_reasons, judgement = _read_and_judge(
                 store, run, config, clients, stream, table, details, timeout_s, settle_s,
-                scan_segments, clock, sleep, poll_s, own_prefix,
+                scan_segments, clock, sleep, poll_s, own_prefix, mark=not reasons,
             )  # fmt: skip
             reasons += read_reasons
         if reasons and judgement is not None:
             notes.append("the evidence is incomplete (see reasons): the counts below are what "
                          "was read, and the verdict stays unknown")  # fmt: skip
-        counts = {**EMPTY_COUNTS, **ledger_counts(store),
-                  "source_records": store.count("actions") + store.count("malformed"),
-                  "target_records": (details.get("tables") or {}).get("B", {}).get("items", 0)}  # fmt: skip
+        elif reasons and stored_reason is not None:
+            reasons.append(f"no complete earlier read to re-check instead: {stored_reason}")
+        counts = _counts(store, details)
     finally:
         store.close()
+    return _finish(run, started_at, judgement, reasons, ledger_reason, counts, lag, details)
+
+
+def _run_details(run: runs.RunDir, config: HarnessConfig) -> dict[str, Any]:
+    """The report's details before anything is read: regions, faults, a drill's steps."""
+    details: dict[str, Any] = {
+        "regions": {"source": config.region_a, "target": config.region_b},
+        "notes": [],
+        "faults": read_fault_log(run.file(runs.FAULTS_FILE)),
+    }
+    timeline = read_timeline(run.file(TIMELINE_FILE))
+    if timeline:
+        details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline,
+                            "recovery_s": None}  # fmt: skip
+    return details
+
+
+def _counts(store: ActionStore, details: dict[str, Any]) -> dict[str, int]:
+    return {**EMPTY_COUNTS, **ledger_counts(store),
+            "source_records": store.count("actions") + store.count("malformed"),
+            "target_records": (details.get("tables") or {}).get("B", {}).get("items", 0)}  # fmt: skip
+
+
+def _finish(
+    run: runs.RunDir, started_at: str, judgement: Judgement | None, reasons: list[str],
+    ledger_reason: str | None, counts: dict[str, int], lag: dict[str, Any],
+    details: dict[str, Any],
+) -> VerifyResult:  # fmt: skip
+    """The verdict by :func:`verify.reconcile.decide`'s rules, report.json and report.html."""
     decision = decide(judgement.anomalies if judgement else {}, incomplete=reasons,
                       ledger_incomplete=ledger_reason, wording=REASONS)  # fmt: skip
     return write_reports(
@@ -165,14 +193,58 @@ def run_action_verify(
     )  # fmt: skip
 
 
+def _from_store(run: runs.RunDir, config: HarnessConfig, started_at: str) -> VerifyResult:
+    """Judge the complete read an earlier verify kept in the run's stores, reading nothing
+    from the regions; ``unknown`` with the reason when the stores hold no complete read."""
+    reason = incomplete_reason(run.path)
+    if reason is not None:
+        details = _run_details(run, config)
+        details["notes"].append("asked to re-check from the stored read (--from-store, or the "
+                                "run's endpoint is gone); there is none to re-check")  # fmt: skip
+        return _finish(run, started_at, None, [f"cannot re-check from the store: {reason}"],
+                       None, dict(EMPTY_COUNTS), dict.fromkeys(LAG_KEYS), details)  # fmt: skip
+    stored = Stored(run.path)
+    try:
+        details = stored.details
+        details.setdefault("notes", []).append(
+            f"re-checked from {runs.VERIFY_STORE_FILE}, verify-items-a.sqlite and "
+            f"verify-items-b.sqlite (the actions stream and both tables read at "
+            f"{stored.read_at}); nothing was read from either region again"
+        )
+        details["from_store"] = {"read_at": stored.read_at}
+        found = details.get("consumer_lag") or {"file": False, "note": "no lag stored"}
+        lag, details["lag_source"] = lag_report(stored.store, found)
+        judgement = _judge(stored.store, stored.items, stored.options["table"],
+                           stored.options.get("own_prefix"), details)  # fmt: skip
+        counts = _counts(stored.store, details)
+        ledger_reason = stored.store.get_meta(LEDGER_INCOMPLETE)
+    finally:
+        stored.close()
+    return _finish(run, started_at, judgement, [], ledger_reason, counts, lag, details)
+
+
+def _judge(
+    store: ActionStore, item_stores: dict[Side, TableStore], table: str,
+    own_prefix: str | None, details: dict[str, Any],
+) -> Judgement:  # fmt: skip
+    t0 = time.perf_counter()
+    compared = {side.name: (table, item_stores[side].db) for side in SIDES}
+    judgement = judge(store.db, compared, own_prefix=own_prefix)
+    details.setdefault("timings_s", {})["judge"] = round(time.perf_counter() - t0, 3)
+    details["foreign"] = {"items": judgement.details["foreign_items"]}
+    details["anomalies_per_region"] = judgement.details["anomalies_per_region"]
+    return judgement
+
+
 def _read_and_judge(
     store: ActionStore, run: runs.RunDir, config: HarnessConfig, clients: Any, stream: str,
     table: str, details: dict[str, Any], timeout_s: float, settle_s: float, segments: int,
     clock: Callable[[], float], sleep: Callable[[float], None], poll_s: float,
-    own_prefix: str | None,
+    own_prefix: str | None, *, mark: bool = True,
 ) -> tuple[list[str], Judgement | None]:  # fmt: skip
     """Read and fold the log, compare both tables, judge: the reasons the evidence is
-    incomplete, and the judgement (None when nothing could be compared)."""
+    incomplete, and the judgement (None when nothing could be compared). ``mark``: a read
+    with no reason against it is marked complete in the stores, for re-checking."""
     deadline = clock() + timeout_s
     timings = details.setdefault("timings_s", {})
     t0 = time.perf_counter()
@@ -209,12 +281,10 @@ def _read_and_judge(
         remaining = max(1.0, deadline - clock())
         reasons = comparison.run(remaining, settle_s)
         if "chunks" in (details["tables"].get("B") or {}) or not reasons:
-            t2 = time.perf_counter()
-            compared = {side.name: (table, stores[side].db) for side in SIDES}
-            judgement = judge(store.db, compared, own_prefix=own_prefix)
-            timings["judge"] = round(time.perf_counter() - t2, 3)
-            details["foreign"] = {"items": judgement.details["foreign_items"]}
-            details["anomalies_per_region"] = judgement.details["anomalies_per_region"]
+            judgement = _judge(store, stores, table, own_prefix, details)
+            if mark and not reasons:
+                mark_complete(store, stores, details,
+                              {"table": table, "own_prefix": own_prefix})  # fmt: skip
     finally:
         for table_store in stores.values():
             table_store.close()

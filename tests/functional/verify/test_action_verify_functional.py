@@ -3,11 +3,14 @@ servers over HTTP): real actions in region A's actions stream, a ledger of them,
 regions' tables written by a tiny correct applier in this test (nothing from ``replicator``).
 The run is valid; then faults are planted (an acknowledged action that never reached the
 stream, an item deleted from B, an ADD applied twice in A, a stale item in B) and each is
-reported with its anomaly and an example naming the key."""
+reported with its anomaly and an example naming the key. After each live verify, the run is
+re-checked from its stores with the endpoint gone (a closed port), with the same verdict and
+anomalies; with an item store missing, the re-check is unknown and says why."""
 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -88,6 +91,32 @@ def action_log(endpoint, tmp_path: Path):
     yield config
     if endpoint.alive():
         destroy(config)
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _recheck(run: runs.RunDir, *extra: str) -> tuple[int, dict[str, Any]]:
+    """``xrh verify --run-dir`` with both regions' URLs on closed ports (the run's endpoint
+    gone) and ``extra`` flags: the exit code and the report it wrote."""
+    argv = ["--run-dir", str(run.path), "--no-progress", "--timeout", "20",
+            "--endpoint-url-a", _closed_port_url(), "--endpoint-url-b", _closed_port_url(),
+            *extra]  # fmt: skip
+    before = set(run.path.glob("report*.json"))
+    code = cli.run(cli.build_parser().parse_args(argv))
+    written = set(run.path.glob("report*.json")) - before  # unknown keeps report.json
+    report = json.loads((written.pop() if written else run.file(runs.REPORT_JSON)).read_text())
+    return code, report
+
+
+def _same_judgement(live: dict[str, Any], again: dict[str, Any]) -> None:
+    for field in ("verdict", "reasons", "anomalies", "counts", "lag_ms"):
+        assert again[field] == live[field], field
+    assert any(n.startswith("re-checked from verify.sqlite") for n in again["details"]["notes"])
+    assert again["details"]["from_store"]["read_at"]
 
 
 def _actions() -> list[dict[str, Any]]:
@@ -185,6 +214,9 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
     assert report["lag_ms"]["max"] == 40
     html = run.file(runs.REPORT_HTML).read_text()
     assert 'id="chart-lag-lazy"' in html and "Tables against the fold" in html
+    code, again = _recheck(run)  # chosen automatically: the endpoint is not reachable
+    assert code == 0
+    _same_judgement(report, again)
 
     a = clients.client("dynamodb", Side.A)
     b = clients.client("dynamodb", Side.B)
@@ -221,3 +253,16 @@ def test_action_log_run_valid_then_each_planted_fault_reported(action_log, capsy
     assert stale["region"] == "B" and stale["key"] == {"pk": "12"}
     assert stale["found_state_of"]["trace"] == traces["12"][0]
     assert "verdict: invalid" in capsys.readouterr().out
+    code, again = _recheck(run)
+    assert code == 1
+    _same_judgement(report, again)
+    argv.append("--from-store")  # the endpoint answers, but the stored read is asked for
+    code = cli.run(cli.build_parser().parse_args(argv))
+    assert code == 1
+    _same_judgement(report, json.loads(run.file(runs.REPORT_JSON).read_text()))
+
+    run.file("verify-items-b.sqlite").unlink()  # the store is incomplete
+    code, again = _recheck(run)
+    assert code == 2 and again["verdict"] == "unknown"
+    assert again["reasons"][0].startswith("cannot re-check from the store: no verify-items-b")
+    assert json.loads(run.file(runs.REPORT_JSON).read_text())["verdict"] == "invalid"  # kept
