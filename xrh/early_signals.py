@@ -10,6 +10,7 @@ heavy; the command's own handlers, once installed, ask :func:`take` whether a si
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
 
 _EARLY = (signal.SIGUSR1, signal.SIGTERM)
@@ -45,7 +46,8 @@ def handle(*, stop: Callable[[], None], drain: Callable[[], None]) -> None:
     while the process was starting is carried out now."""
     signal.signal(signal.SIGTERM, lambda *_: stop())
     signal.signal(signal.SIGUSR1, lambda *_: drain())
-    if take(signal.SIGTERM):
-        stop()
-    if take(signal.SIGUSR1):
-        drain()
+    for signum, act in ((signal.SIGTERM, stop), (signal.SIGUSR1, drain)):
+        if take(signum):
+            print(f"{signal.Signals(signum).name} arrived while starting: carried out now",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            act()

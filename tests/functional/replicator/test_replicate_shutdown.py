@@ -66,12 +66,29 @@ def test_a_drain_requested_while_the_process_starts_drains_it(
     command = [sys.executable, "-m", "xrh", "replicate", *poller_cmd(config, run_dir, "early")[3:]]
     early = start(command, tmp_path / "early.out")
     try:
-        time.sleep(0.05)
+        # as soon as the interpreter catches SIGUSR1 (its first lines ran; boto3 and the
+        # clients are still to come): before that, no program can keep a signal
+        deadline = time.monotonic() + 10
+        while not _catches(early.pid, signal.SIGUSR1) and time.monotonic() < deadline:
+            time.sleep(0.002)
         early.send_signal(signal.SIGUSR1)
         code = early.wait(timeout=60)
     finally:
         stop([early])
     out = (tmp_path / "early.out").read_text()
     assert code == 0 and "drained" in out, out
+    assert "SIGUSR1 arrived while starting" in out, out  # kept, not seen after the imports
     target = [t for ts in read_stream(kb, names.stream).values() for t in ts]
     assert {f"p-{i:06d}" for i in range(200)} <= set(target)
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for ``signum`` (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0"
+    )
+    return bool(int(mask, 16) >> (signum - 1) & 1)
