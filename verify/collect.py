@@ -46,6 +46,47 @@ def settle_stopped_by(now: float, last_progress: float, settle_s: float,
     return None
 
 
+def settle_keys(
+    settle: dict[str, Any],
+    differing: Callable[[], int],
+    reread: Callable[[], list[str]],
+    *,
+    settle_s: float,
+    settle_deadline: float,
+    poll_s: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    bar: Callable[..., Any] | None = None,
+) -> list[str]:
+    """The table pipelines' settle loop: while keys differ, wait ``poll_s``, read them again
+    (``reread``, which may give reasons to stop) and count again, until none differ, none
+    stopped differing for ``settle_s`` or the deadline came. Fills ``settle`` (passes,
+    waited_s, stopped_by, differing_after_settle)."""
+    now = differing()
+    waited_from = last_progress = clock()
+    reasons: list[str] = []
+    while now:
+        stopped_by = settle_stopped_by(clock(), last_progress, settle_s, settle_deadline)
+        if stopped_by is not None:
+            settle["stopped_by"] = stopped_by
+            break
+        if bar:
+            bar(description=f"waiting for the target: {now} key(s) differ (gives up "
+                            f"after {settle_s:g} s without progress)")  # fmt: skip
+        sleep(min(poll_s, max(0.0, settle_deadline - clock())))
+        reasons = reread()
+        if reasons:
+            break
+        settle["passes"] += 1
+        fewer = differing()
+        if fewer < now:
+            last_progress = clock()
+        now = fewer
+    settle["waited_s"] = round(clock() - waited_from, 3) if settle["passes"] else 0.0
+    settle["differing_after_settle"] = now
+    return reasons
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str], Callable[[int], None]]]:
     """Yields ``task(label) -> advance(n)``; a rich bar per stream when enabled."""

@@ -11,7 +11,7 @@ Settling (``--settle-seconds``): the lazy consumer may still be applying the log
 starts. While keys differ, verify re-reads just those keys in their region (BatchGetItem,
 consistent reads, :func:`verify.tables.collect.batch_get`) and compares them again, for as long
 as the number of differing keys falls; it gives up after ``settle_s`` without progress or near
-the deadline (:func:`verify.collect.settle_stopped_by`). Only then is a difference judged.
+the deadline (:func:`verify.collect.settle_keys`). Only then is a difference judged.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from verify.actions.items import KEY_NAMES, table_row
 from verify.actions.store import ActionStore
-from verify.collect import SETTLE_POLL_S, settle_stopped_by
+from verify.collect import SETTLE_POLL_S, settle_keys
 from verify.errors import EndpointUnreachable
 from verify.kinesis_reader import error_code, is_connection_error
 from verify.table_reader import scan_table
@@ -140,25 +140,11 @@ class TableComparison:
                                   "keys_reread": 0}  # fmt: skip
         self.details["settle"] = settle
         settle_deadline = deadline - min(2.0, 0.1 * timeout_s)
-        waited_from = last_progress = self.clock()
-        reasons: list[str] = []
-        while differing:
-            stopped_by = settle_stopped_by(self.clock(), last_progress, settle_s, settle_deadline)
-            if stopped_by is not None:
-                settle["stopped_by"] = stopped_by
-                break
-            self.sleep(min(self.poll_s, max(0.0, settle_deadline - self.clock())))
-            reasons = self._reread(settle_deadline, settle)
-            if reasons:
-                break
-            settle["passes"] += 1
-            now = self._differing()
-            if now < differing:
-                last_progress = self.clock()
-            differing = now
-        settle["waited_s"] = round(self.clock() - waited_from, 3) if settle["passes"] else 0.0
-        settle["differing_after_settle"] = differing
-        return reasons
+        return settle_keys(
+            settle, self._differing, lambda: self._reread(settle_deadline, settle),
+            settle_s=settle_s, settle_deadline=settle_deadline, poll_s=self.poll_s,
+            clock=self.clock, sleep=self.sleep,
+        )  # fmt: skip
 
     def _reread(self, deadline: float, settle: dict[str, Any]) -> list[str]:
         """The differing keys of each region again, compared again."""

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from verify.collect import SETTLE_POLL_S, settle_stopped_by
+from verify.collect import SETTLE_POLL_S, settle_keys
 from verify.errors import EndpointUnreachable, VerifyUsageError
 from verify.kinesis_reader import THROTTLE_CODES, Backoff, error_code, is_connection_error
 from verify.table_reader import scan_table, traced_item_row
@@ -270,29 +270,12 @@ class TableReader:
                                   "keys_reread": 0}  # fmt: skip
         self.details["settle"] = settle
         settle_deadline = deadline - min(2.0, 0.1 * timeout_s)
-        waited_from = last_progress = self.clock()
-        bar = task("comparing") if differing else None
-        reasons: list[str] = []
-        while differing:
-            stopped_by = settle_stopped_by(self.clock(), last_progress, settle_s, settle_deadline)
-            if stopped_by is not None:
-                settle["stopped_by"] = stopped_by
-                break
-            if bar:
-                bar(description=f"waiting for the target: {differing} key(s) differ (gives up "
-                                f"after {settle_s:g} s without progress)")  # fmt: skip
-            self.sleep(min(self.poll_s, max(0.0, settle_deadline - self.clock())))
-            reasons = self._reread(settle_deadline, settle)
-            if reasons:
-                break
-            settle["passes"] += 1
-            now = store.differing()
-            if now < differing:
-                last_progress = self.clock()
-            differing = now
-        settle["waited_s"] = round(self.clock() - waited_from, 3) if settle["passes"] else 0.0
-        settle["differing_after_settle"] = differing
-        return reasons
+        return settle_keys(
+            settle, store.differing, lambda: self._reread(settle_deadline, settle),
+            settle_s=settle_s, settle_deadline=settle_deadline, poll_s=self.poll_s,
+            clock=self.clock, sleep=self.sleep,
+            bar=task("comparing") if differing else None,
+        )  # fmt: skip
 
     def _reread(self, deadline: float, settle: dict[str, Any]) -> list[str]:
         """The differing keys again in both regions, then A's stream on from where it was."""
