@@ -19,6 +19,9 @@ items table              ``{prefix}-items``                    HASH ``pk`` (S); 
                                                                (``dynamodb`` pipeline)
 actions stream           ``{prefix}-actions``                  (Kinesis, in A: the table's log,
                                                                ``action-log`` pipeline)
+staging stream           ``{prefix}-staging``                  (Kinesis, in A and B: the other
+                                                               region's changes to apply,
+                                                               ``active-active`` pipeline)
 =======================  ====================================  ===============================
 
 The active-region table is seeded with ``{"streamName": <stream>, "activeRegion": <region A>}``
@@ -60,6 +63,10 @@ class ResourceNames:
     @property
     def actions_stream(self) -> str:
         return f"{self.prefix}-actions"
+
+    @property
+    def staging_stream(self) -> str:
+        return f"{self.prefix}-staging"
 
     @property
     def items_table(self) -> str:
@@ -148,10 +155,26 @@ def action_log_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]
     ]
 
 
+def active_active_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
+    """Resources of the ``active-active`` pipeline in one region (the same in both): the items
+    table with its stream (new and old images: the forwarder reads it), the staging stream the
+    other region's forwarder writes to, checkpoints and leases of this region's forwarder and
+    applier, dead letters."""
+    names = ResourceNames(config.prefix)
+    return [
+        TableSpec(names.items_table, hash_key=ITEM_KEY, stream_view_type="NEW_AND_OLD_IMAGES"),
+        StreamSpec(names.staging_stream, config.shards),
+        TableSpec(names.checkpoint_table, hash_key="scope", range_key="shardId"),
+        TableSpec(names.lease_table, hash_key="leaseKey"),
+        BucketSpec(names.dead_letter_bucket(config.region(side))),
+    ]
+
+
 PIPELINE_RESOURCES = {
     "kinesis": kinesis_pipeline,
     "dynamodb": dynamodb_pipeline,
     "action-log": action_log_pipeline,
+    "active-active": active_active_pipeline,
 }
 
 

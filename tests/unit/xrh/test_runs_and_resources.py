@@ -55,3 +55,12 @@ def test_action_log_resources_put_the_log_in_a_and_a_table_in_each_region() -> N
         items = next(s for s in specs if isinstance(s, TableSpec) and s.name == "demo-items")
         assert items.hash_key == "pk" and items.stream_view_type is None
         assert any(isinstance(s, TableSpec) and s.name == "demo-checkpoints" for s in specs)
+
+
+def test_active_active_resources_are_the_same_in_both_regions() -> None:
+    config = parse_config(["--prefix", "demo", "--pipeline", "active-active"], environ={})
+    for side in (Side.A, Side.B):
+        specs = resources_for(config, side)
+        assert StreamSpec("demo-staging", config.shards) in specs
+        items = next(s for s in specs if isinstance(s, TableSpec) and s.name == "demo-items")
+        assert items.stream_view_type == "NEW_AND_OLD_IMAGES"
