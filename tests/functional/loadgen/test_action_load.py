@@ -152,7 +152,11 @@ def test_main_job_starts_both_consumers_drains_them_and_ends_valid(tmp_path):
     assert "fast consumer" in logs["a"] and "lazy consumer" in logs["b"], logs
     report = json.loads((run_dir / "report.json").read_text())
     assert report["pipeline"] == "action-log" and report["verdict"] == "valid", report["reasons"]
-    assert report["counts"]["acknowledged"] >= 100
+    # how many actions 4 users make in 6 s depends on the machine's load; that they were all
+    # applied in both tables does not
+    assert report["counts"]["acknowledged"] > 0
+    tables = report["details"]["tables"]
+    assert tables["A"]["items"] == tables["B"]["items"] == tables["A"]["expected_items"] > 0
     config = json.loads((run_dir / "config.json").read_text())
     assert config["load"]["lazy_rate"] == 300.0
     assert config["load"]["ops"] == "put=40,update=40,delete=10,batch=10"
