@@ -100,13 +100,14 @@ def test_reference_consumers_end_the_action_log_drill_valid(tmp_path, name):
     tables = report["details"]["tables"]
     assert tables["A"]["items"] == tables["B"]["items"] == tables["A"]["expected_items"] > 0
     latest = tmp_path / "runs" / "latest"
-    if name == "consumer-crash":  # killed three times (one may die before it logs anything)
-        assert len(list(latest.glob("replicator-fast-*.log"))) >= 3
+    if name == "consumer-crash":  # killed three times (a restarted one may die before it logs)
+        assert [s["action"] for s in timeline].count("kill-replicator") == 3
+        assert len(list(latest.glob("replicator-fast-*.log"))) >= 2
     if name == "throttled-target":
         assert report["details"]["faults"]["total"] > 0
     if name == "lazy-far-behind":  # frozen with the log piling up, then caught up
         lag = report["details"]["consumer_lag"]["consumers"]
-        assert lag["lazy"]["max"] > 2_000 > lag["fast"]["p50"]
+        assert lag["lazy"]["max"] > max(2_000, lag["fast"]["p50"])
 
 
 def test_the_proof_of_concepts_consumer_fails_the_crash_drill(tmp_path):
