@@ -25,10 +25,19 @@ key back; a PutItem replaces the whole item anyway.
 Staging records (one JSON object per Kinesis record, partition key = the item's key, so each
 key's changes stay in order): ``{"pk": K, "image": <the item in DynamoDB JSON, stamp and
 tombstone flag included>, "origin": <region the change was made in>, "stamp": [ts, region],
-"source": {"shard": <shard of the origin table's stream>, "seq": <its sequence number>}}``.
+"source": {"shard": <shard of the origin table's stream>, "seq": <its sequence number>,
+"created_ms": <its ApproximateCreationDateTime, epoch ms>}}``. A resend of one change (a
+retried PutRecords) has the same ``source``; the same change forwarded again from another
+source position went round a loop.
 A change goes only to the other region, and only from the region it was made in (loop
-prevention): a record in a region's staging stream whose ``origin`` is that region came back
-(verify: ping-pong).
+prevention): a record in a region's staging stream whose ``origin`` is that region came back,
+and so did a change (key and stamp) found in one direction from two source positions (verify:
+ping-pong).
+
+Processes: ``xrh replicate --pipeline active-active --side S`` runs region S's forwarder (S's
+table stream to the other region's staging stream; its checkpoints in the other region's
+checkpoint table, under :data:`FORWARD_SCOPE`) and its applier (S's staging stream to S's
+table; checkpoints in S's table, under :data:`APPLY_SCOPE`); leases in S's lease table.
 
 Ledger rows (one per write attempt): pipeline ``active-active``, region = the region written,
 target = the items table, key = partition key = pk, op ``put`` | ``update`` | ``delete``,
@@ -44,6 +53,9 @@ from typing import Any
 STAMP_TS = "last_update_timestamp"
 STAMP_REGION = "last_updater_region"
 TOMBSTONE = "xrh_deleted"
+FORWARD_SCOPE = "active-active:forward:{table}:{region}"  # region: where the forwarder reads
+APPLY_SCOPE = "active-active:apply:{stream}:{region}"  # region: where the applier writes
+LAG_FILE = "replication-lag.jsonl"  # {"ts_ms", "direction": "a->b", "lag_ms"} per applied batch
 
 
 @dataclass(frozen=True, slots=True, order=True)
