@@ -166,6 +166,13 @@ class DynamoItemSink:
     def delete_item(self, table: str, key: Mapping[str, Any]) -> int:
         return self._call("DeleteItem", self.client.delete_item, TableName=table, Key=key)[1]
 
+    def delete_item_old(self, table: str, key: Mapping[str, Any]) -> tuple[Any, int]:
+        """A DeleteItem with ``ReturnValues=ALL_OLD``: (the item it removed or None, size);
+        the active-active pipeline stamps a delete from the version it removed."""
+        response, size = self._call("DeleteItem", self.client.delete_item, TableName=table,
+                                    Key=key, ReturnValues="ALL_OLD")  # fmt: skip
+        return response.get("Attributes") or None, size
+
     def batch_write(self, table: str, requests: Sequence[Mapping[str, Any]],
                     key_name: str) -> tuple[list[str], int]:  # fmt: skip
         """One BatchWriteItem; returns (the hash keys of the unprocessed requests, size)."""
@@ -205,6 +212,9 @@ class RoutedItemSink(RoutedSink):
 
     def delete_item(self, table: str, key: Mapping[str, Any]) -> int:
         return self._sink.delete_item(table, key)
+
+    def delete_item_old(self, table: str, key: Mapping[str, Any]) -> tuple[Any, int]:
+        return self._sink.delete_item_old(table, key)
 
     def batch_write(self, table: str, requests: Sequence[Mapping[str, Any]],
                     key_name: str) -> tuple[list[str], int]:  # fmt: skip

@@ -38,11 +38,12 @@ WRITES_ATTRIBUTE = "writes"
 
 def parse_ops(
     text: str | None, option: str = "--ops", *, ops: tuple[str, ...] = OPS,
-    default: tuple[tuple[str, float], ...] = DEFAULT_OPS,
+    default: tuple[tuple[str, float], ...] = DEFAULT_OPS, what: str = "operation",
 ) -> tuple[tuple[str, float], ...]:  # fmt: skip
     """``put=60,update=30,delete=10`` as ((op, weight), ...); LoadgenUsageError if wrong.
 
-    ``ops`` and ``default``: the pipeline's operations (the action log adds ``batch``)."""
+    ``ops`` and ``default``: the pipeline's operations (the action log adds ``batch``), or
+    other names weighed the same way (``what``: ``region`` for ``--region-weights``)."""
     if text is None or not str(text).strip():
         return default
     example = ops_text(default)
@@ -51,11 +52,12 @@ def parse_ops(
         name, sep, value = part.strip().partition("=")
         name = name.strip().lower()
         if not sep or not name:
-            raise LoadgenUsageError(f"{option} {text!r}: {part.strip()!r} is not OP=WEIGHT "
+            label = "OP" if what == "operation" else what.upper()
+            raise LoadgenUsageError(f"{option} {text!r}: {part.strip()!r} is not {label}=WEIGHT "
                                     f"(e.g. {example})")  # fmt: skip
         if name not in ops:
             raise LoadgenUsageError(
-                f"{option} {text!r}: unknown operation {name!r}; choose from {', '.join(ops)}"
+                f"{option} {text!r}: unknown {what} {name!r}; choose from {', '.join(ops)}"
             )
         if name in weights:
             raise LoadgenUsageError(f"{option} {text!r}: {name} is given twice")

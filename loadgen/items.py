@@ -137,7 +137,13 @@ class ItemWriter:
             self._send_single(request.write)
         self.emit()
 
-    def _single_call(self, write: ItemWrite) -> None:
+    def prepare(self, write: ItemWrite) -> ItemWrite:
+        """The write as one attempt sends it and its rows ledger it: as rendered here; the
+        active-active writer (:mod:`loadgen.active`) stamps each attempt at its own time."""
+        return write
+
+    def _single_call(self, write: ItemWrite) -> ItemWrite:
+        """Send one write; the write as acknowledged (a subclass may learn its commit_ts)."""
         table, sink = self.settings.table, self.sink
         if write.op == "put":
             sink.put_item(table, write.item)
@@ -146,14 +152,16 @@ class ItemWriter:
         else:
             expression, names, values = self.update_parts(write.item or {})
             sink.update_item(table, {ITEM_KEY: {"S": write.key}}, expression, names, values)
+        return write
 
-    def _send_single(self, write: ItemWrite) -> None:
+    def _send_single(self, rendered: ItemWrite) -> None:
         attempt = 1
         while True:
+            write = self.prepare(rendered)
             self.in_flight, self.in_flight_attempt = [write], attempt
             invoked = self._clock()
             try:
-                self._single_call(write)
+                write = self._single_call(write)
             except ItemRequestError as exc:
                 if self._failed_attempt([write], attempt, exc, invoked):
                     attempt += 1
@@ -263,17 +271,19 @@ class ItemProducer(BufferedProducer[ItemWrite]):
         sleep: Callable[[float], None] = time.sleep,
         random: Callable[[], float] = _random.random,
         route: Callable[[], str] | None = None,
+        make_writer: Callable[..., ItemWriter] = ItemWriter,
     ) -> None:
         """``random``: the draws of operations and batching (and of backoff jitter);
         ``route``: called as each request begins, pins it (and its retries) to a region and
-        returns the region's name for its ledger rows (:class:`loadgen.routing.RoutedSink`)."""
+        returns the region's name for its ledger rows (:class:`loadgen.routing.RoutedSink`);
+        ``make_writer``: the writer class (or a partial of it) that sends and ledgers."""
         super().__init__(producer_id, settings, ledger, clock)
         self._render = renderer.render
         self._keyspace = keyspace
         self._random = random
         self._route = route
-        self.writer = ItemWriter(producer_id, sink, ledger, settings, clock=clock, sleep=sleep,
-                                 random=random, stats=self.stats)  # fmt: skip
+        self.writer = make_writer(producer_id, sink, ledger, settings, clock=clock, sleep=sleep,
+                                  random=random, stats=self.stats)  # fmt: skip
         total = sum(w for _, w in settings.ops)
         cumulative, acc = [], 0.0
         for op, weight in settings.ops:

@@ -37,8 +37,13 @@ class RoutedSink:
 
     def pin(self) -> str:
         """Pin the next request (and its retries) to the active region; returns its name."""
-        self._pinned = self._target.side
-        return self._target.config.region(self._pinned)
+        return self.pin_to(self._target.side)
+
+    def pin_to(self, side: Side) -> str:
+        """Pin the next request (and its retries) to ``side``, whatever region is active (the
+        active-active pipeline writes both regions); returns its name."""
+        self._pinned = side
+        return self._target.config.region(side)
 
     def put_records(self, stream: str, entries: Sequence[PutEntry]) -> Sequence[EntryResult]:
         return self._sinks[self._pinned].put_records(stream, entries)
