@@ -11,9 +11,10 @@ for kinesis, 10 writes/s for dynamodb, 10 actions/s for action-log; ``--batch-si
 records per PutRecords for kinesis and action-log, 100 writes buffered per flush for dynamodb).
 ``--batch-writes``, ``--bootstrap-items`` and ``--scan-segments`` drive the dynamodb pipeline's
 table writes; ``--ops`` weighs the dynamodb pipeline's writes and the action log's actions
-(each its own operations and defaults); ``--lazy-rate`` caps the action log's lazy consumer.
-Given to a run of another pipeline they are refused (exit 3): a run that silently ignores what
-was asked for proves something else.
+(each its own operations and defaults); ``--lazy-rate`` caps the action log's lazy consumer;
+active-active has the dynamodb pipeline's defaults and :mod:`loadgen.active_options`. Given to a
+run of another pipeline they are refused (exit 3): a run that silently ignores what was asked for
+proves something else.
 ``--drill NAME`` takes the drill of the run's pipeline, and the drill's load options
 (``Drill.load_args``, e.g. ``--bootstrap-items 20000``) for each such option left unset.
 
@@ -29,9 +30,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from loadgen.actions import DEFAULT_ACTION_OPS, parse_action_ops
+from loadgen import active_options as aa
+from loadgen.actions import DEFAULT_ACTION_OPS
 from loadgen.errors import LoadgenUsageError
-from loadgen.item_writes import DEFAULT_OPS, ops_text, parse_ops
+from loadgen.item_writes import DEFAULT_OPS, ops_text
 from loadgen.keyspace import DISTRIBUTIONS, KeyspaceSpec
 from loadgen.templates import Template, compile_template, load_template_option
 from xrh.drills import Drill, get_drill
@@ -42,16 +44,17 @@ from xrh.faults import FAULTS_ENV, parse_faults
 # reproduced; external: produce and verify only (a replicator you run)
 REPLICATOR_MODES = ("embedded", "reference", "sample", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
-LOAD_PIPELINES = ("kinesis", "dynamodb", "action-log")  # the pipelines the load generator drives
+LOAD_PIPELINES = ("kinesis", "dynamodb", "action-log", "active-active")  # what it drives
+TABLE_PIPELINES = ("dynamodb", "active-active")  # writes buffered per flush, not PutRecords
 #: per pipeline: records (kinesis) or writes (dynamodb) per second per user. A table write is
 #: mostly one call (about 1.5 ms of botocore CPU in the Locust process and a few ms of moto's):
 #: the main command's 20 users at 10 writes/s (200/s) leave the replicator room on two cores;
 #: at 20 writes/s (400/s asked) they were measured at about 275/s, moto's latency tenfold.
 #: An action is one record but one to 25 table writes by each of the action log's two
 #: consumers, so the action log starts where the dynamodb pipeline does.
-DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0, "action-log": 10.0}
+DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0, "action-log": 10.0, "active-active": 10.0}
 #: per pipeline: records per PutRecords (kinesis, action-log), writes per flush (dynamodb)
-DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100, "action-log": 500}
+DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100, "action-log": 500, "active-active": 100}
 MAX_BATCH = {"kinesis": 500, "dynamodb": 10_000, "action-log": 500}
 #: action-log: actions per second the lazy consumer applies (``--max-rate`` of side B's)
 DEFAULT_LAZY_RATE = 2000.0
@@ -60,11 +63,12 @@ DEFAULT_SCAN_SEGMENTS = 4
 MAX_SCAN_SEGMENTS = 1000
 MAX_BOOTSTRAP_ITEMS = 100_000_000
 # dest, flag, the pipelines it applies to: options of some pipelines only
-PIPELINE_OPTIONS = (("ops", "--ops", ("dynamodb", "action-log")),
+PIPELINE_OPTIONS = (("ops", "--ops", ("dynamodb", "action-log", "active-active")),
                     ("batch_writes", "--batch-writes", ("dynamodb",)),
                     ("bootstrap_items", "--bootstrap-items", ("dynamodb",)),
                     ("scan_segments", "--scan-segments", ("dynamodb",)),
-                    ("lazy_rate", "--lazy-rate", ("action-log",)))  # fmt: skip
+                    ("lazy_rate", "--lazy-rate", ("action-log",)),
+                    *((d, f, ("active-active",)) for d, f in aa.ACTIVE_OPTIONS))  # fmt: skip
 DYNAMODB_OPTIONS = tuple((d, f) for d, f, p in PIPELINE_OPTIONS if "dynamodb" in p)
 
 
@@ -93,6 +97,7 @@ class LoadOptions:
     bootstrap_items: int = 0  # dynamodb: items loaded into A's table before the replicator
     scan_segments: int = DEFAULT_SCAN_SEGMENTS  # dynamodb: the replicator's parallel scan
     lazy_rate: float = DEFAULT_LAZY_RATE  # action-log: the lazy consumer's actions/s
+    active: aa.ActiveOptions = aa.ActiveOptions()  # active-active: regions, hot set, skew, stamps
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -139,7 +144,8 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
         "'a:PutRecords:partial=0.05' [env XRH_FAULTS]")  # fmt: skip
     add("--ops", default=None,
         help=f"dynamodb: operations by weight (default {ops_text(DEFAULT_OPS)}); action-log: "
-        f"actions by weight (default {ops_text(DEFAULT_ACTION_OPS)})")  # fmt: skip
+        f"actions by weight (default {ops_text(DEFAULT_ACTION_OPS)}); active-active: "
+        f"(default {ops_text(aa.DEFAULT_ACTIVE_OPS)})")  # fmt: skip
     add("--batch-writes", default=None, help="dynamodb: share of puts and deletes "
         f"sent through BatchWriteItem, 0..1 (default {DEFAULT_BATCH_WRITES})")  # fmt: skip
     add("--bootstrap-items", default=None, help="dynamodb: items loaded into region "
@@ -149,6 +155,7 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
         f"scan segments for its bootstrap copy (default {DEFAULT_SCAN_SEGMENTS})")  # fmt: skip
     add("--lazy-rate", default=None, help="action-log: actions per second the lazy consumer "
         f"(region B's table) applies (default {DEFAULT_LAZY_RATE:g})")  # fmt: skip
+    aa.add_active_options(add)
 
 
 def _choice(value: Any, choices: tuple[str, ...], flag: str) -> str:
@@ -227,10 +234,9 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
 
     for dest, flag, pipelines in PIPELINE_OPTIONS:
         if pipeline not in pipelines and _given(getattr(parsed, dest, None)):
-            raise LoadgenUsageError(
-                f"{flag} {getattr(parsed, dest)!r}: applies to --pipeline "
-                f"{' and '.join(pipelines)} only (this run's pipeline is {pipeline})"
-            )
+            names = ", ".join(pipelines[:-1]) + " and " * (len(pipelines) > 1) + pipelines[-1]
+            raise LoadgenUsageError(f"{flag} {getattr(parsed, dest)!r}: applies to --pipeline "
+                                    f"{names} only (this run's pipeline is {pipeline})")  # fmt: skip
     # A drill that needs particular records brings its template, unless the user gave one.
     text = load_template_option(g("template") or (drill.template if drill else None) or "")
     template = compile_template(text)
@@ -248,10 +254,10 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
     )
     batch = _number(g("batch_size", DEFAULT_BATCH.get(pipeline, 500)), "--batch-size",
                     minimum=1, cast=int)  # fmt: skip
-    if pipeline == "dynamodb" and batch > MAX_BATCH["dynamodb"]:
+    if pipeline in TABLE_PIPELINES and batch > MAX_BATCH["dynamodb"]:
         raise LoadgenUsageError(f"--batch-size {batch}: at most {MAX_BATCH['dynamodb']} writes "
                                 "buffered per flush")  # fmt: skip
-    if pipeline != "dynamodb" and batch > MAX_BATCH["kinesis"]:
+    if pipeline not in TABLE_PIPELINES and batch > MAX_BATCH["kinesis"]:
         raise LoadgenUsageError(f"--batch-size {batch}: PutRecords takes at most 500 records")
     batch_writes = _number(g("batch_writes", DEFAULT_BATCH_WRITES), "--batch-writes", minimum=0)
     if not 0 <= batch_writes <= 1:
@@ -262,7 +268,8 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
     lazy_rate = _number(g("lazy_rate", DEFAULT_LAZY_RATE), "--lazy-rate", minimum=0)
     if not 0 < lazy_rate < float("inf"):
         raise LoadgenUsageError(f"--lazy-rate {lazy_rate}: actions per second, above 0")
-    ops = parse_action_ops(g("ops")) if pipeline == "action-log" else parse_ops(g("ops"))
+    ops = aa.pipeline_ops(pipeline, g("ops"))
+    active = aa.active_options(g, keyspace.size) if pipeline == aa.PIPELINE else aa.ActiveOptions()
     return LoadOptions(
         template_text=text,
         template=template,
@@ -287,6 +294,7 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
         bootstrap_items=bootstrap,
         scan_segments=segments,
         lazy_rate=lazy_rate,
+        active=active,
     )
 
 
@@ -306,7 +314,7 @@ OPTION_DESTS = ("template", "keys", "key_distribution", "key_skew", "hot_key_sha
                 "rate_per_user", "batch_size", "linger", "replicator", "drill", "no_verify",
                 "seed", "load_shape", "drain_timeout", "verify_timeout", "settle_seconds",
                 "faults", "ops", "batch_writes", "bootstrap_items", "scan_segments", "lazy_rate",
-                "run_time")  # fmt: skip
+                "run_time", *(dest for dest, _ in aa.ACTIVE_OPTIONS))  # fmt: skip
 
 
 def wire_options(parsed: Any, options: LoadOptions) -> dict[str, Any]:
@@ -346,4 +354,5 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
             {"ops": ops_text(options.ops), "lazy_rate": options.lazy_rate}
             if options.pipeline == "action-log" else {}
         ),
+        **aa.active_public(options.pipeline, options.ops, options.active),
     }  # fmt: skip
