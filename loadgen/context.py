@@ -7,6 +7,7 @@ recorded as ``unknown`` instead of being resent blindly) and every producer shar
 
 from __future__ import annotations
 
+import dataclasses
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,7 +90,9 @@ class LoadContext:
     def new_producer(self) -> tuple[Any, Pacer]:
         """The pipeline's producer (:class:`Producer` of stream records for kinesis,
         :class:`~loadgen.items.ItemProducer` of table writes for dynamodb, a Producer of
-        actions, :func:`loadgen.actions.action_producer`, for action-log) and its pacer."""
+        actions, :func:`loadgen.actions.action_producer`, for action-log, an ItemProducer of
+        both regions' writes, :func:`loadgen.active.active_producer`, for active-active) and
+        its pacer."""
         self._count += 1
         producer_id = producer_name(self.run_id, self.node, self._count)
         seed = self.options.seed
@@ -101,18 +104,23 @@ class LoadContext:
         if self.target is None:
             self.target = WriteTarget(self.config)
         if self.config.pipeline == "dynamodb":
-            from loadgen.dynamodb_sink import DynamoItemSink, RoutedItemSink
             from loadgen.items import ItemProducer
 
-            items = RoutedItemSink(
-                {side: DynamoItemSink(self.clients.client("dynamodb", side), self.item_report)
-                 for side in Side}, self.target,
-            )  # fmt: skip
+            items = self._item_sinks()
             item_producer = ItemProducer(producer_id, renderer, keyspace, items, self.ledger,
                                          self.item_settings(), random=rng.random,
                                          route=items.pin)  # fmt: skip
             self.producers.append(item_producer)
             return item_producer, Pacer(self.options.rate_per_user)
+        if self.config.pipeline == "active-active":
+            from loadgen.active import active_producer
+
+            settings = dataclasses.replace(self.item_settings(), batch_share=0.0)
+            sinks = self._item_sinks(by_region=True)
+            writes = active_producer(producer_id, renderer, keyspace, sinks, self.ledger,
+                                     settings, rng, self.options.active, self.config)  # fmt: skip
+            self.producers.append(writes)
+            return writes, Pacer(self.options.rate_per_user)
         if self.config.pipeline == "action-log":
             from loadgen.actions import action_producer
 
@@ -132,8 +140,26 @@ class LoadContext:
         self.producers.append(producer)
         return producer, Pacer(self.options.rate_per_user)
 
+    def _item_sinks(self, *, by_region: bool = False) -> Any:
+        """Both regions' item sinks, one client each; ``by_region``: Locust shows each
+        region's requests apart (``PutItem us-east-2``: active-active writes both)."""
+        from loadgen.dynamodb_sink import DynamoItemSink, RoutedItemSink
+
+        def report(side: Side) -> ItemReport | None:
+            if self.item_report is None or not by_region:
+                return self.item_report
+            inner, region = self.item_report, self.config.region(side)
+            return lambda name, ms, size, exc: inner(f"{name} {region}", ms, size, exc)
+
+        assert self.target is not None
+        return RoutedItemSink(
+            {side: DynamoItemSink(self.clients.client("dynamodb", side), report(side))
+             for side in Side}, self.target,
+        )  # fmt: skip
+
     def write_to(self, side: Side) -> None:
-        """From now on producers write to ``side`` (each request already begun finishes)."""
+        """From now on producers write to ``side`` (each request already begun finishes);
+        active-active producers write both regions by ``--region-weights`` whatever it says."""
         if self.target is None:
             self.target = WriteTarget(self.config)
         self.target.switch(side)
