@@ -11,7 +11,10 @@ Locust's event loop. When production stops it gets SIGUSR1: it drains and exits 
 up and quiet, or 2 if it could not drain within ``--drain-timeout``. The action log has two
 consumers of region A's actions stream, both started: side ``a`` (``--consumer fast``, region
 A's table) and side ``b`` (``--consumer lazy --max-rate <--lazy-rate>``, region B's table); both
-get SIGUSR1 and the run waits for both.
+get SIGUSR1 and the run waits for both. Active-active starts both sides' replicators the same
+way (side ``a``: region A's forwarder and applier, side ``b``: region B's), drained together;
+its producers write both regions by ``--region-weights``, so a drill's failover does not move
+them.
 """
 
 from __future__ import annotations
@@ -219,7 +222,8 @@ class Orchestrator:
             state.claims_stop = state.claims_thread = None
 
     def _start_replicator(self, state: RunState) -> None:
-        """Side A's replicator; for the action log both consumers (A fast, B lazy)."""
+        """Side A's replicator; for the action log both consumers (A fast, B lazy), for
+        active-active both regions' replicators."""
 
         def command(side: str) -> list[str]:
             return replicator_command(state.config, self.options, state.run.path, side,
@@ -303,9 +307,10 @@ class Orchestrator:
             if state.config.pipeline == "dynamodb":
                 done = (f"{lag.get('items_copied') or 0} items copied by the bootstrap, "
                         f"{lag.get('changes_applied') or 0} changes applied")  # fmt: skip
-            elif state.config.pipeline == "action-log":  # two consumers: say who is not done
+            elif len(sides_to_start(state.config.pipeline)) > 1:  # say which side is not done
                 sides = state.replicators.running_sides() if state.replicators else []
-                self.say(f"  draining: consumers still running: {', '.join(sides) or '-'}")
+                who = "consumers" if state.config.pipeline == "action-log" else "replicators"
+                self.say(f"  draining: {who} still running: {', '.join(sides) or '-'}")
                 return
             self.say(f"  draining: {done}, max lag {lag.get('commit_lag_ms_max')} ms")
 

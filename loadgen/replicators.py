@@ -32,8 +32,10 @@ LOG_NAME = "replicator-a.log"  # side A's; side B's is replicator-b.log
 
 def sides_to_start(pipeline: str) -> tuple[str, ...]:
     """The replicators a run starts: side A's; the action log's two consumers of region A's
-    actions stream, side ``a`` the fast one (A's table), side ``b`` the lazy one (B's)."""
-    return ("a", "b") if pipeline == "action-log" else ("a",)
+    actions stream, side ``a`` the fast one (A's table), side ``b`` the lazy one (B's);
+    active-active's two regions, each side's forwarder (its table's stream to the other
+    region's staging stream) and applier (its staging stream to its table)."""
+    return ("a", "b") if pipeline in ("action-log", "active-active") else ("a",)
 
 
 def replicator_command(config: HarnessConfig, options: LoadOptions, run_path: Path, side: str,
