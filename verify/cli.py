@@ -188,9 +188,7 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is None or args.timeout <= 0:
         raise VerifyUsageError(f"--timeout {args.timeout}: must be a positive number of seconds")
     if args.settle_seconds is None or args.settle_seconds < 0:
-        raise VerifyUsageError(
-            f"--settle-seconds {args.settle_seconds}: must be 0 or more seconds"
-        )
+        raise VerifyUsageError(f"--settle-seconds {args.settle_seconds}: must be 0 or more seconds")
     if args.tolerance_ms is None or args.tolerance_ms < 0:
         raise VerifyUsageError(f"--tolerance-ms {args.tolerance_ms}: must be 0 or more")
     segments = getattr(args, "scan_segments", 4)
@@ -237,10 +235,10 @@ def run(args: argparse.Namespace) -> int:
             f"stops with its run): re-checking the read stored in {runs.VERIFY_STORE_FILE}",
             file=sys.stderr,
         )
-    if config.pipeline not in ("kinesis", "dynamodb", "action-log"):
+    if config.pipeline not in ("kinesis", "dynamodb", "action-log", "active-active"):
         raise VerifyUsageError(
-            f"--pipeline {config.pipeline}: verify supports the kinesis, dynamodb and "
-            "action-log pipelines so far"
+            f"--pipeline {config.pipeline}: verify supports the kinesis, dynamodb, "
+            "action-log and active-active pipelines so far"
         )
     result = run_verify(
         run_dir.path,

@@ -95,6 +95,14 @@ def run_verify(
             clock=clock, sleep=sleep, incomplete=incomplete, from_store=from_store,
             settle_s=settle_s, scan_segments=scan_segments,
         )  # fmt: skip
+    if config.pipeline == "active-active":
+        from verify.active.run import run_active_verify
+
+        return run_active_verify(
+            Path(run_dir), config, timeout_s=timeout_s, progress=progress, clients=clients,
+            clock=clock, sleep=sleep, incomplete=incomplete, from_store=from_store,
+            settle_s=settle_s, scan_segments=scan_segments, wall_ms=wall_ms,
+        )  # fmt: skip
     if from_store:
         return _verify_stored(run_dir, config, fatal_duplicates, tolerance_ms, stream)
     run = runs.RunDir(Path(run_dir))
