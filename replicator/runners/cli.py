@@ -35,10 +35,11 @@ __all__ = ["RunFiles", "add_arguments", "build", "main", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by every pipeline, and the action-log consumers' own."""
-    from replicator.runners import action_cli
+    from replicator.runners import action_cli, active_cli
 
     options.add_arguments(parser)
     action_cli.add_arguments(parser)
+    active_cli.add_arguments(parser)
 
 
 def _run_dir(args: argparse.Namespace, runs_dir: Path) -> Path:
@@ -229,7 +230,7 @@ def _sample_replicator(config, names, side, source_region, target_region, scope,
     return replicator, sink, lookup, lambda: row.calls
 
 
-REPLICATED_PIPELINES = ("kinesis", "dynamodb", "action-log")
+REPLICATED_PIPELINES = ("kinesis", "dynamodb", "action-log", "active-active")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,6 +254,10 @@ def run(args: argparse.Namespace) -> int:
         from replicator.runners import action_cli
 
         action_cli.check(args)
+    if config.pipeline == "active-active":
+        from replicator.runners import active_cli
+
+        active_cli.check(args)
     run_dir = _run_dir(args, config.runs_dir)
     config = resolve_config(config, run_dir)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -260,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
         return table_cli.run(args, config, run_dir, worker_id)
     if config.pipeline == "action-log":
         return action_cli.run(args, config, run_dir, worker_id)
+    if config.pipeline == "active-active":
+        return active_cli.run(args, config, run_dir, worker_id)
     poller, files = build(args, config, run_dir, worker_id)
     early_signals.handle(stop=poller.request_stop, drain=poller.request_drain)
     label = f" ({files.behaviour})" if files.behaviour else ""
