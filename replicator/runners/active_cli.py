@@ -166,6 +166,8 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
         poller("forward", reader, names.items_table, fwd, checkpoints, files,
                options.dynamodb_batch_limit(args.batch_size),
                lambda: {"staging_puts": sink.calls, "table_writes": table.calls})  # fmt: skip
+        marker = DrainMarker(writes.client("dynamodb", other), names.checkpoint_table, scope)
+        built["forward"] = (*built["forward"], marker.mark)
     if role in ("both", "apply"):
         files = RunFiles(run_dir, f"{worker_id}-apply", label)
         scope = APPLY_SCOPE.format(stream=names.staging_stream, region=region)
@@ -191,6 +193,12 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) 
         reader = KinesisReader(reads.client("kinesis", side), names.staging_stream)
         poller("apply", reader, names.staging_stream, app, checkpoints, files, args.batch_size,
                lambda: {"table_writes": table.calls})  # fmt: skip
+        # The other region's forwarder says in this region's table when it has drained: only
+        # then is all it will send in this staging stream.
+        peer = FORWARD_SCOPE.format(table=names.items_table, region=other_region)
+        built["apply"][0].drain_barrier = DrainMarker(
+            reads.client("dynamodb", side), names.checkpoint_table, peer
+        ).barrier
     return built
 
 
@@ -198,6 +206,40 @@ def _replace(settings: Any, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(settings, **changes)
+
+
+class DrainMarker:
+    """A forwarder's "drained" row (``#drained``, ``drainedAtMs``) under its checkpoint scope in
+    the other region's checkpoint table: written when its drain completes, read by the other
+    region's applier, whose drain counts only reads made after it."""
+
+    ROW = "#drained"
+
+    def __init__(self, client: Any, table: str, scope: str, cache_s: float = 1.0) -> None:
+        self.client, self.table, self.scope, self.cache_s = client, table, scope, cache_s
+        self._read: tuple[float, float | None] | None = None
+
+    def _key(self) -> dict[str, Any]:
+        return {"scope": {"S": self.scope}, "shardId": {"S": self.ROW}}
+
+    def mark(self) -> None:
+        item = {**self._key(), "drainedAtMs": {"N": str(int(time.time() * 1000))}}
+        self.client.put_item(TableName=self.table, Item=item)
+
+    def barrier(self, since: float) -> float | None:
+        """The time the other region's forwarder drained, if after ``since`` (else None: wait)."""
+        now = time.time()
+        if self._read is None or now - self._read[0] >= self.cache_s:
+            try:
+                item = self.client.get_item(
+                    TableName=self.table, Key=self._key(), ConsistentRead=True
+                ).get("Item")
+            except Exception:  # noqa: BLE001 - unreadable: keep waiting, ask again
+                item = None
+            at = int(item["drainedAtMs"]["N"]) / 1000 if item else None
+            self._read = (now, at)
+        at = self._read[1]
+        return at if at is not None and at >= since else None
 
 
 class ActiveActive:
@@ -211,8 +253,8 @@ class ActiveActive:
         self._applier_draining = False
 
     def request_stop(self) -> None:
-        for poller, _, _ in self.built.values():
-            poller.request_stop()
+        for entry in self.built.values():
+            entry[0].request_stop()
 
     def request_drain(self) -> None:
         if self.drain_at is None:
@@ -222,7 +264,10 @@ class ActiveActive:
 
     def _work(self, name: str) -> None:
         try:
-            self.codes[name] = self.built[name][0].run()
+            poller = self.built[name][0]
+            self.codes[name] = poller.run()
+            if name == "forward" and poller.exit_reason == "drained":
+                self.built[name][3]()  # the other region's applier may drain now
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.errors[name] = exc
 
@@ -260,15 +305,15 @@ def run(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str) ->
     sample = getattr(args, "behaviour", "reference") == "sample"
     label = " (sample behaviour)" if sample else ""
     print(f"active-active side {args.side} ({', '.join(built)}) as {worker_id}{label}; logs "
-          f"{', '.join(str(f.log_path) for _, _, f in built.values())}", file=sys.stderr,
+          f"{', '.join(str(entry[2].log_path) for entry in built.values())}", file=sys.stderr,
           flush=True)  # fmt: skip
     try:
         code = process.run(until_drained=args.until_drained)
     finally:
-        for _, replicator, files in built.values():
-            replicator.close()
-            files.close()
-    for name, (poller, replicator, _) in built.items():
+        for entry in built.values():
+            entry[1].close()
+            entry[2].close()
+    for name, (poller, replicator, *_) in built.items():
         c = replicator.metrics.counters
         figures = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v and k in SUMMARY)
         print(f"{name} {worker_id}{label}: {poller.exit_reason}; {figures or 'nothing to do'}",

@@ -97,6 +97,10 @@ class Poller:
     sleep: Callable[[], None] | Callable[[float], None] = time.sleep
     log: Callable[..., None] = lambda event, **f: None
     on_tick: Callable[[], None] = lambda: None
+    #: given the drain request's time, the time after which reads count for the drain, or None
+    #: while something outside this poller has yet to finish (active-active: the other region's
+    #: forwarder, whose records this poller applies)
+    drain_barrier: Callable[[float], float | None] | None = None
 
     def __post_init__(self) -> None:
         self.owned: dict[str, _Shard] = {}
@@ -432,6 +436,11 @@ class Poller:
         if pending is not None and pending():
             return False  # the new region waits for this region's handover: finish it first
         since = self.drain_since if self.drain_since is not None else float("-inf")
+        if self.drain_barrier is not None:
+            barrier = self.drain_barrier(since)
+            if barrier is None:
+                return False
+            since = max(since, barrier)
         if not all(s.caught_up and s.caught_up_read_at > since for s in self.owned.values()):
             return False  # every owned shard read to its tip by a read sent after the request
         now = self.ms()

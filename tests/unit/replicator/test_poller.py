@@ -206,3 +206,30 @@ def test_a_drain_waits_for_a_read_sent_after_it_was_requested() -> None:
     assert p.run() == 0 and p.exit_reason == "drained"
     assert applier.records == 1  # the record acknowledged before the drain was copied
     assert reader.reads > 21
+
+
+def test_a_drain_barrier_holds_the_drain_and_counts_only_reads_after_it() -> None:
+    """Active-active: the applier drains only once the other region's forwarder has drained,
+    and only on reads made after that."""
+    reader, applier = Reader(), CountingApplier()
+    p, _ = poller(reader, applier, until_drained=True, drain_timeout_s=60.0)
+    opened: list[float] = []
+
+    def barrier(since: float) -> float | None:
+        if reader.reads < 30:
+            return None  # the other forwarder still sends
+        if not opened:
+            opened.append(p.clock() + 0.5)  # it drained a little after this look
+        return opened[0]
+
+    p.drain_barrier = barrier
+    assert p.run() == 0 and p.exit_reason == "drained"
+    assert reader.reads > 30
+    assert p.clock() > opened[0]  # a read after the barrier, then the exit
+
+
+def test_a_barrier_that_never_opens_ends_in_a_drain_timeout() -> None:
+    reader, applier = Reader(), CountingApplier()
+    p, _ = poller(reader, applier, until_drained=True, drain_timeout_s=5.0)
+    p.drain_barrier = lambda since: None
+    assert p.run() == 2 and p.exit_reason == "drain timeout"
