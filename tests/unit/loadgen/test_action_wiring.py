@@ -57,8 +57,8 @@ def test_defaults_and_given_values():
         (SimpleNamespace(pipeline="dynamodb", lazy_rate="5"), "--lazy-rate '5': applies to "
          "--pipeline action-log only"),
         (SimpleNamespace(pipeline="dynamodb", ops="batch=1"), "unknown operation 'batch'"),
-        (SimpleNamespace(ops="put=1"), "--ops 'put=1': applies to --pipeline dynamodb and "
-         "action-log only"),
+        (SimpleNamespace(ops="put=1"), "--ops 'put=1': applies to --pipeline dynamodb, "
+         "action-log and active-active only"),
     ],
 )  # fmt: skip
 def test_errors_name_the_option_and_value(options, message):
