@@ -10,9 +10,9 @@ __all__ = ["Action", "Drill", "Step", "catalogue", "get_drill"]
 
 def catalogue(pipeline: str = "kinesis") -> tuple[Drill, ...]:
     """Every drill of a pipeline, in the order ``--all`` runs them."""
-    from xrh.drills import action_log, dynamodb, kinesis
+    from xrh.drills import action_log, active_active, dynamodb, kinesis
 
-    every = (*kinesis.DRILLS, *dynamodb.DRILLS, *action_log.DRILLS)
+    every = (*kinesis.DRILLS, *dynamodb.DRILLS, *action_log.DRILLS, *active_active.DRILLS)
     return tuple(d for d in every if d.pipeline == pipeline)
 
 

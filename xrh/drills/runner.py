@@ -30,14 +30,17 @@ REPLICATORS = ("reference", "sample", "external")
 COLUMNS = ("lost", "duplicated", "reordered", "stale", "checkpoint_ahead", "looped")
 # The table pipelines' anomalies (DESIGN.md, "report.json"), shown instead of the stream ones.
 TABLE_COLUMNS = ("lost", "phantom", "stale", "diverged")
-# The action log's: an ADD counted twice is its own anomaly.
-ACTION_LOG_COLUMNS = (*TABLE_COLUMNS, "double_applied")
+# The action log's: an ADD counted twice is its own anomaly; active-active's: a deleted key
+# back, a change forwarded round a loop.
+PIPELINE_COLUMNS = {
+    "kinesis": COLUMNS,
+    "action-log": (*TABLE_COLUMNS, "double_applied"),
+    "active-active": ("diverged", "stale", "lost", "phantom", "resurrected", "ping_pong"),
+}
 
 
 def columns(pipeline: str) -> tuple[str, ...]:
-    if pipeline == "kinesis":
-        return COLUMNS
-    return ACTION_LOG_COLUMNS if pipeline == "action-log" else TABLE_COLUMNS
+    return PIPELINE_COLUMNS.get(pipeline, TABLE_COLUMNS)
 
 
 RUN_DIR_MARK = "[xrh] run directory: "
