@@ -26,6 +26,8 @@ from xrh.active_active import STAMP_REGION, STAMP_TS, Stamp
 #: The contract's last-writer-wins order as a condition: over no item, an older timestamp, or the
 #: same timestamp from a region that sorts before or equal (the same origin's later record wins).
 LWW_CONDITION = "attribute_not_exists(pk) OR #ts < :ts OR (#ts = :ts AND #r <= :r)"
+#: The same order, strictly older only: a repair never replaces a version of equal stamp.
+STRICT_CONDITION = "attribute_not_exists(pk) OR #ts < :ts OR (#ts = :ts AND #r < :r)"
 #: The sample's condition: the bare timestamp, strictly older.
 SAMPLE_CONDITION = "attribute_not_exists(pk) OR #ts < :ts"
 
@@ -70,10 +72,13 @@ class DynamoLwwTable:
         item: dict[str, Any],
         stamp: Stamp,
         guard: Callable[[], object] | None = None,
+        strict: bool = False,
     ) -> bool:
-        """PutItem of ``item`` unless the table holds a version with a larger stamp."""
+        """PutItem of ``item`` unless the table holds a version with a larger stamp (with
+        ``strict``, or an equal one)."""
         return self._put(
-            guard, TableName=table, Item=item, ConditionExpression=LWW_CONDITION,
+            guard, TableName=table, Item=item,
+            ConditionExpression=STRICT_CONDITION if strict else LWW_CONDITION,
             ExpressionAttributeNames={"#ts": STAMP_TS, "#r": STAMP_REGION},
             ExpressionAttributeValues={":ts": {"N": str(stamp.ts)}, ":r": {"S": stamp.region}},
         )  # fmt: skip

@@ -57,13 +57,15 @@ class FakeItemsTable:
 
     # ------------------------------------------------------------------ the sinks' writes
 
-    def put_if_newer(self, table: str, image: dict[str, Any], stamp: Stamp, guard=None) -> bool:
+    def put_if_newer(
+        self, table: str, image: dict[str, Any], stamp: Stamp, guard=None, strict: bool = False
+    ) -> bool:
         with self._lock:
             self._call()
             if guard is not None:
                 guard()
             held = stamp_of(self.items.get(pk_of(image)))
-            if held is not None and held > stamp:
+            if held is not None and (held > stamp or (strict and held == stamp)):
                 return False
             self._write(pk_of(image), dict(image))
             return True

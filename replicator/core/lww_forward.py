@@ -123,7 +123,8 @@ class Forwarder:
                 return Decision(dead="no OldImage: the stream must be NEW_AND_OLD_IMAGES")
             stamp = delete_stamp(stamp_of(c.old_image) or ZERO, S)
             item = tombstone({"pk": c.keys["pk"]}, stamp)
-            return Decision(self._entry(item, stamp, c), StampedWrite(pk_of(item), item, stamp, c))
+            local = StampedWrite(pk_of(item), item, stamp, c, strict=True)
+            return Decision(self._entry(item, stamp, c), local)
         new, old = c.new_image, c.old_image
         if new is None:
             return Decision(dead="no NewImage: the stream must be NEW_AND_OLD_IMAGES")
@@ -132,7 +133,10 @@ class Forwarder:
         if os_ is not None and os_ > ns:  # a plain write landed older: restore the winner
             assert old is not None
             self._remember(old)
-            return Decision(local=StampedWrite(pk_of(old), old, os_, c), skipped="repairs")
+            # strict: a later write of the same stamp from the same region (the applier's, in
+            # the other region's order) may have replaced the loser since: it must stay
+            return Decision(local=StampedWrite(pk_of(old), old, os_, c, strict=True),
+                            skipped="repairs")  # fmt: skip
         if old is not None and old == new:
             return Decision(skipped="skipped_unchanged")
         if ns == ZERO:

@@ -53,9 +53,15 @@ class LwwTableSink(Protocol):
     calls: int
 
     def put_if_newer(
-        self, table: str, item: dict[str, Any], stamp: Stamp, guard: Callable[[], object] | None
+        self,
+        table: str,
+        item: dict[str, Any],
+        stamp: Stamp,
+        guard: Callable[[], object] | None,
+        strict: bool = False,
     ) -> bool:
-        """PutItem under the (timestamp, region) condition: False if the condition failed."""
+        """PutItem under the (timestamp, region) condition: False if the condition failed;
+        ``strict``: not over an equal stamp either."""
         ...
 
 
@@ -67,6 +73,9 @@ class StampedWrite:
     item: dict[str, Any]
     stamp: Stamp
     ref: Any = None
+    #: not over a version with the same stamp: a repair or a local tombstone puts back or
+    #: derives a version that a later same-stamp write of its region has already replaced
+    strict: bool = False
 
 
 def squash(writes: Sequence[StampedWrite]) -> list[StampedWrite]:
@@ -176,7 +185,7 @@ class ConditionalWriter:
                 with self._lock:
                     report.calls += 1
                     report.retries += int(failures > 0)
-                landed = self.sink.put_if_newer(self.table, w.item, w.stamp, guard)
+                landed = self.sink.put_if_newer(self.table, w.item, w.stamp, guard, w.strict)
             except InvalidRequestError as exc:
                 self._add(report.dead, (w, f"invalid: {exc.code or ''} {exc}".strip()))
                 return

@@ -151,6 +151,23 @@ def test_regression_is_repaired_and_the_loser_not_forwarded() -> None:
     assert a.forwarder.metrics.counters["repairs_written"] == 1
 
 
+def test_a_repair_never_puts_back_a_version_that_a_same_stamp_later_one_replaced() -> None:
+    """Whole-second stamps: B writes "first" then "second" with one stamp. A plain write in A
+    regresses A's "first"; by the time A's forwarder repairs it, A's applier has applied
+    "second": putting "first" back would leave the tables apart for good."""
+    a, b = pair()
+    b.table.put(item("k", 200, B, v="first"))
+    b.forward()
+    a.apply()
+    a.table.put(item("k", 150, A, v="late"))  # A regressed: old "first", new "late"
+    b.table.put(item("k", 200, B, v="second"))  # the same stamp, later in B's order
+    b.forward()
+    a.apply()
+    a.forward()  # sees the regression only now
+    settle(a, b)
+    assert a.table.items["k"]["v"] == {"S": "second"} == b.table.items["k"]["v"]
+
+
 def test_local_regression_over_a_local_winner_echo_not_forwarded_again() -> None:
     a, b = pair()
     a.table.put(item("k", 200, A, v="winner"))
