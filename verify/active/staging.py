@@ -7,12 +7,13 @@ shown with examples: no applier can apply it, and the tables' comparison shows w
 
 Ping-pong (loop prevention broken), per direction:
 
-- a record whose ``origin`` is the region whose staging stream holds it: a change went back to
-  the region it was made in;
-- one change (key, stamp and image) found with two different ``source`` positions: it was
-  forwarded, applied, and forwarded again. Two *different* changes may share a stamp (two
-  writes of one key in one region in the same millisecond, or second), so the image tells
-  them apart.
+- a record whose ``origin``, or whose stamp's region, is the region whose staging stream
+  holds it: a change went back to the region it was made in;
+- one change (key, stamp and image, with its writer's trace) found with two different
+  ``source`` positions: it was forwarded, applied, and forwarded again. Two *different*
+  changes may share a stamp (two writes of one key in one region in the same millisecond, or
+  second), so the image tells them apart. Tombstones carry no trace: two deletes of versions
+  with equal stamps leave identical tombstones, so they are judged by the first rule only.
 
 Records with the same ``source`` are resends of one change (a retried PutRecords): counted,
 never an anomaly. Lag per direction: the record's arrival (ApproximateArrivalTimestamp) minus
@@ -54,10 +55,12 @@ def parse_record(side: str, record: StreamRecord) -> tuple:
 
 
 _LOOPED = """SELECT side, shard, seq, pk, origin, ts, region, trace, src_shard, src_seq
-FROM staging WHERE error IS NULL AND side = ? AND origin = ? ORDER BY shard, seq"""
+FROM staging WHERE error IS NULL AND side = ? AND (origin = ? OR region = ?)
+ORDER BY shard, seq"""
 _TWICE = """SELECT side, pk, ts, region, image_hash, COUNT(*) AS records,
     COUNT(DISTINCT src_shard || '#' || src_seq) AS sources
-FROM staging WHERE error IS NULL GROUP BY side, pk, ts, region, image_hash HAVING sources > 1
+FROM staging WHERE error IS NULL AND trace IS NOT NULL
+GROUP BY side, pk, ts, region, image_hash HAVING sources > 1
 ORDER BY side, pk, ts"""
 _SOURCES = """SELECT shard, seq, origin, src_shard, src_seq, trace FROM staging
 WHERE side = ? AND pk = ? AND ts = ? AND region = ? AND image_hash = ? AND error IS NULL
@@ -70,7 +73,7 @@ def ping_pong(db: Any, regions: dict[str, str], limit: int = EXAMPLES) -> dict[s
     examples: list[dict[str, Any]] = []
     counts = {"origin_is_destination": 0, "forwarded_twice": 0}
     for side, region in regions.items():
-        for row in db.execute(_LOOPED, (side, region)):
+        for row in db.execute(_LOOPED, (side, region, region)):
             counts["origin_is_destination"] += 1
             if len(examples) < limit:
                 s, shard, seq, pk, origin, ts, reg, trace, src_shard, src_seq = row
@@ -81,7 +84,8 @@ def ping_pong(db: Any, regions: dict[str, str], limit: int = EXAMPLES) -> dict[s
                     "stamp": [ts, reg], "trace": trace,
                     "source": {"shard": src_shard, "seq": src_seq},
                     "explanation": f"region {s.upper()}'s staging stream holds a change made "
-                    f"in {origin}, its own region: the change came back",
+                    f"in {region}, its own region (origin {origin}, stamp of {reg}): the "
+                    "change came back",
                 })  # fmt: skip
     for side, pk, ts, reg, image_hash, records, sources in db.execute(_TWICE).fetchall():
         counts["forwarded_twice"] += 1

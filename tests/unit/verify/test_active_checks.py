@@ -208,3 +208,23 @@ def test_ping_pong_loop_and_forwarded_twice_versus_resend_and_lag():
     assert per["a->b"]["samples"] == 4 and per["a->b"]["max"] == 90
     assert per["b->a"]["max"] == 10 and overall["max"] == 90 and "a->b" in source
     assert judge(store, REGIONS).anomalies["ping_pong"].count == 2  # the malformed one: no loop
+
+
+def test_equal_tombstones_of_two_deletes_are_not_ping_pong_but_a_returned_one_is():
+    """Whole-second stamps: two deletes of two versions with one stamp leave the same tombstone,
+    forwarded from two source positions: two changes, not a loop. A tombstone stamped by the
+    region whose staging stream holds it came back, whatever its origin says."""
+
+    def tombstone(side: str, seq: int, origin: str, stamp: list, src: tuple) -> tuple:
+        doc = {"pk": "k", "origin": origin, "stamp": stamp, "image": tomb("k", *stamp),
+               "source": {"shard": src[0], "seq": src[1], "created_ms": 1000}}  # fmt: skip
+        record = StreamRecord("shardId-0", 0, str(seq), "k", json.dumps(doc).encode(), 1010)
+        return parse_record(side, record)
+
+    store = ActiveStore(":memory:")
+    store.add_staging([tombstone("b", 1, A, [1001, A], ("s0", "1")),
+                       tombstone("b", 2, A, [1001, A], ("s0", "9"))])  # fmt: skip
+    assert judge(store, REGIONS).anomalies["ping_pong"].count == 0
+    store.add_staging([tombstone("b", 3, A, [2001, B], ("s0", "12"))])  # B's own delete, back
+    found = judge(store, REGIONS).anomalies["ping_pong"]
+    assert found.count == 1 and found.examples[0]["reason"] == "origin_is_destination"
