@@ -123,3 +123,30 @@ def test_the_proof_of_concepts_consumer_fails_the_crash_drill(tmp_path):
              if report["anomalies"][k]["count"]}  # fmt: skip
     assert found, report["reasons"]
     assert all(a["examples"][0]["key"] for a in found.values()), found
+
+
+# Active-active: both regions written at once, each region's replicator forwarding and applying.
+ACTIVE = ("--pipeline", "active-active")
+
+
+@pytest.mark.parametrize("name", [d.name for d in catalogue("active-active")])
+def test_reference_replicators_end_the_active_active_drill_valid(tmp_path, name):
+    code, out, report, timeline = run_drill(tmp_path, name, *ACTIVE)
+    assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
+    assert code == 0, out[-3000:]
+    assert all(step["ok"] for step in timeline), timeline
+    details = report["details"]
+    assert details["drill"]["name"] == name
+    assert details["conflicts"]["conflicted_keys"] > 0  # the hot keys were written from both
+    assert details["conflicts"]["resolved"] == details["conflicts"]["conflicted_keys"]
+    if name == "staging-throttling":
+        assert details["faults"]["total"] > 0
+
+
+def test_the_published_samples_rules_fail_the_clock_skew_drill(tmp_path):
+    """A bare timestamp compared with a strict '<' keeps whole-second ties apart forever."""
+    code, out, report, _ = run_drill(tmp_path, "clock-skew", *ACTIVE, "--replicator", "sample")
+    assert report["verdict"] == "invalid" and code == 1, (report["reasons"], out[-3000:])
+    found = {k: v["count"] for k, v in report["anomalies"].items()
+             if isinstance(v, dict) and v.get("count")}  # fmt: skip
+    assert found.keys() & {"diverged", "stale", "lost", "resurrected"}, found
