@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["reference", "sample"],
         default="reference",
         help="copy logic: the reference replicator, or the published sample's behaviour "
-        "reproduced (per-record PutRecord and checkpoint; to see what verify catches; "
-        "--pipeline kinesis only)",
+        "reproduced (to see what verify catches; --pipeline kinesis, action-log and "
+        "active-active: the dynamodb pipeline has none)",
     )
     parser.add_argument("--run-dir", default=None, help="run directory (default <runs-dir>/latest)")
     parser.add_argument("--worker-id", default=None, help="lease owner id (default host-pid)")
