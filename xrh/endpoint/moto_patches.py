@@ -263,8 +263,35 @@ def _patch_dynamodb() -> None:
         wrapper.__doc__ = method.__doc__
         return wrapper
 
+    DynamoDBBackend.update_item = one_insert_per_update(DynamoDBBackend.update_item)
     for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
         setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))
+
+
+def one_insert_per_update(update_item: Callable[..., Any]) -> Callable[..., Any]:
+    """An UpdateItem that creates its item writes one INSERT (its final image) to the table's
+    stream, as on AWS. moto first puts an item holding only the key, which streams an INSERT of
+    its own: a change that never happened, without any of the item's attributes (a replicator
+    reading it sees an item it cannot order or apply)."""
+
+    def wrapper(self: Any, table_name: str, key: Any, *args: Any, **kwargs: Any) -> Any:
+        shard = self.get_table(table_name).stream_shard
+        before = len(shard.items) if shard is not None else 0
+        result = update_item(self, table_name, key, *args, **kwargs)
+        if shard is not None and len(shard.items) == before + 2:
+            first, final = shard.items[before], shard.items[before + 1]
+            if first.record["eventName"] == final.record["eventName"] == "INSERT":
+                # the final image keeps the first record's place and sequence number, so the
+                # next record's number (its position) stays right
+                final.record["dynamodb"]["SequenceNumber"] = first.record["dynamodb"][
+                    "SequenceNumber"
+                ]
+                shard.items[before:] = [final]
+        return result
+
+    wrapper.__name__ = update_item.__name__
+    wrapper.__doc__ = update_item.__doc__
+    return wrapper
 
 
 # AttributeValue members whose values are strings, string lists, binaries, binary lists,
