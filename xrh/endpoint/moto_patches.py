@@ -272,22 +272,26 @@ def one_insert_per_update(update_item: Callable[..., Any]) -> Callable[..., Any]
     """An UpdateItem that creates its item writes one INSERT (its final image) to the table's
     stream, as on AWS. moto first puts an item holding only the key, which streams an INSERT of
     its own: a change that never happened, without any of the item's attributes (a replicator
-    reading it sees an item it cannot order or apply)."""
+    reading it sees an item it cannot order or apply). That record is never added (not removed
+    afterwards: a reader could have read it in between), so sequence numbers stay positions."""
 
     def wrapper(self: Any, table_name: str, key: Any, *args: Any, **kwargs: Any) -> Any:
         shard = self.get_table(table_name).stream_shard
-        before = len(shard.items) if shard is not None else 0
-        result = update_item(self, table_name, key, *args, **kwargs)
-        if shard is not None and len(shard.items) == before + 2:
-            first, final = shard.items[before], shard.items[before + 1]
-            if first.record["eventName"] == final.record["eventName"] == "INSERT":
-                # the final image keeps the first record's place and sequence number, so the
-                # next record's number (its position) stays right
-                final.record["dynamodb"]["SequenceNumber"] = first.record["dynamodb"][
-                    "SequenceNumber"
-                ]
-                shard.items[before:] = [final]
-        return result
+        if shard is None:
+            return update_item(self, table_name, key, *args, **kwargs)
+        add, adds = shard.add, [0]
+
+        def first_insert_skipped(old: Any, new: Any) -> None:
+            adds[0] += 1
+            if adds[0] == 1 and old is None:
+                return  # moto's key-only put of the item this update creates
+            add(old, new)
+
+        shard.add = first_insert_skipped  # writes are serialised per region: no other adds
+        try:
+            return update_item(self, table_name, key, *args, **kwargs)
+        finally:
+            del shard.add
 
     wrapper.__name__ = update_item.__name__
     wrapper.__doc__ = update_item.__doc__
