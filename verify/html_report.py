@@ -145,6 +145,25 @@ vertical-align: top; } tr.bad td:first-child { color: #b00; font-weight: bold; }
 code { font-size: 11px; word-break: break-all; } figure { margin: 1em 0; }"""
 
 
+# The table pipelines' pages: examples side by side (``td.kind`` the anomaly's name).
+EXAMPLES_CSS = """\
+table { border-collapse: collapse; margin-bottom: 1em; } td, th { border: 1px solid #ccc;
+padding: 4px 8px; vertical-align: top; } tr.bad td:first-child, td.kind { color: #b00;
+font-weight: bold; } code { font-size: 11px; word-break: break-all; } figure { margin: 1em 0; }"""
+
+
+def json_cell(value: Any) -> str:
+    """A value as a table cell's code (an item, a stamp, a position), or "absent"."""
+    if value is None:
+        return "<em>absent</em>"
+    return f"<code>{escape(json.dumps(value, sort_keys=True, default=str))}</code>"
+
+
+def pair_rows(pairs: list[tuple[str, Any]]) -> str:
+    """Rows of a two-column summary table."""
+    return "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in pairs)
+
+
 def anomaly_table(report: dict[str, Any]) -> str:
     rows = ""
     for kind, anomaly in report["anomalies"].items():
@@ -278,7 +297,9 @@ def render_html(report: dict[str, Any]) -> str:
         ),
     ]
     wm = report["watermark"]
-    return page_start(report, max_width=1000, css=_CSS) + f"""\
+    return (
+        page_start(report, max_width=1000, css=_CSS)
+        + f"""\
 <p>lag ms: {escape(lag_text(report))}; tolerance {escape(str(details.get("tolerance_ms")))} ms</p>
 <h2>Watermark</h2>
 <p id="watermark">{escape(str(wm.get("statement") or ""))}</p>
@@ -294,4 +315,4 @@ only when the target lacked a record it covered while it was in force (checkpoin
 {"".join(charts)}
 </body></html>
 """
-
+    )

@@ -5,33 +5,20 @@ pieces of :mod:`verify.html_report` (page top, anomaly table, line charts, fault
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
 
 from verify.html_report import (
+    EXAMPLES_CSS,
     anomaly_table,
     drill_table,
     faults_table,
+    json_cell,
     lag_text,
     line_chart,
     page_start,
+    pair_rows,
 )
-
-_CSS = """\
-table { border-collapse: collapse; margin-bottom: 1em; } td, th { border: 1px solid #ccc;
-padding: 4px 8px; vertical-align: top; } tr.bad td:first-child, td.kind { color: #b00;
-font-weight: bold; } code { font-size: 11px; word-break: break-all; } figure { margin: 1em 0; }"""
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "<em>absent</em>"
-    return f"<code>{escape(json.dumps(value, sort_keys=True, default=str))}</code>"
-
-
-def _rows(pairs: list[tuple[str, Any]]) -> str:
-    return "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in pairs)
 
 
 def examples_table(report: dict[str, Any]) -> str:
@@ -46,8 +33,8 @@ def examples_table(report: dict[str, Any]) -> str:
             rows += (
                 f'<tr><td class="kind">{escape(kind)}</td><td>{escape(str(e.get("region")))}'
                 f"</td><td>{escape(key)}</td><td>{escape(str(e.get('explanation', '')))}</td>"
-                f"<td>{escape(where)}</td><td>{_value(e.get('expected'))}</td>"
-                f"<td>{_value(e.get('found'))}</td></tr>"
+                f"<td>{escape(where)}</td><td>{json_cell(e.get('expected'))}</td>"
+                f"<td>{json_cell(e.get('found'))}</td></tr>"
             )
     if not rows:
         return "<p>No anomaly.</p>"
@@ -120,10 +107,10 @@ def render_action_html(report: dict[str, Any]) -> str:
     )
     notes = "".join(f"<li>{escape(str(n))}</li>" for n in details.get("notes", []))
     return (
-        page_start(report, max_width=1200, css=_CSS)
+        page_start(report, max_width=1200, css=EXAMPLES_CSS)
         + f"""\
 <p>lazy consumer lag ms: {escape(lag_text(report))}</p>
-<h2>Actions log and fold</h2><table id="action-log">{_rows(summary)}</table>
+<h2>Actions log and fold</h2><table id="action-log">{pair_rows(summary)}</table>
 <ul id="malformed">{malformed}</ul>
 <h2>Tables against the fold</h2>
 <table id="action-tables"><tr><th>region</th><th>table</th><th>items</th><th>fold items</th>

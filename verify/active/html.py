@@ -5,33 +5,20 @@ file built from the shared pieces of :mod:`verify.html_report`."""
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
 
 from verify.html_report import (
+    EXAMPLES_CSS,
     anomaly_table,
     drill_table,
     faults_table,
+    json_cell,
     lag_text,
     line_chart,
     page_start,
+    pair_rows,
 )
-
-_CSS = """\
-table { border-collapse: collapse; margin-bottom: 1em; } td, th { border: 1px solid #ccc;
-padding: 4px 8px; vertical-align: top; } tr.bad td:first-child, td.kind { color: #b00;
-font-weight: bold; } code { font-size: 11px; word-break: break-all; } figure { margin: 1em 0; }"""
-
-
-def _code(value: Any) -> str:
-    if value is None:
-        return "<em>absent</em>"
-    return f"<code>{escape(json.dumps(value, sort_keys=True, default=str))}</code>"
-
-
-def _rows(pairs: list[tuple[str, Any]]) -> str:
-    return "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in pairs)
 
 
 def examples_table(report: dict[str, Any]) -> str:
@@ -44,9 +31,9 @@ def examples_table(report: dict[str, Any]) -> str:
                 f'<tr><td class="kind">{escape(kind)}</td>'
                 f"<td>{escape(str((e.get('key') or {}).get('pk')))}</td>"
                 f"<td>{escape(str(e.get('explanation', '')))}</td>"
-                f"<td>{_code(e.get('winner') or e.get('stamp'))}</td>"
-                f"<td>{_code(held['A'] or e.get('source'))}</td>"
-                f"<td>{_code(held['B'] or e.get('forwarded'))}</td></tr>"
+                f"<td>{json_cell(e.get('winner') or e.get('stamp'))}</td>"
+                f"<td>{json_cell(held['A'] or e.get('source'))}</td>"
+                f"<td>{json_cell(held['B'] or e.get('forwarded'))}</td></tr>"
             )
     if not rows:
         return "<p>No anomaly.</p>"
@@ -116,10 +103,10 @@ def render_active_html(report: dict[str, Any]) -> str:
     )
     notes = "".join(f"<li>{escape(str(n))}</li>" for n in details.get("notes", []))
     return (
-        page_start(report, max_width=1200, css=_CSS)
+        page_start(report, max_width=1200, css=EXAMPLES_CSS)
         + f"""\
 <p>lag ms (slower direction): {escape(lag_text(report))}</p>
-<h2>Convergence and conflicts</h2><table id="active-summary">{_rows(summary)}</table>
+<h2>Convergence and conflicts</h2><table id="active-summary">{pair_rows(summary)}</table>
 <h2>Tables</h2>
 <table id="active-tables"><tr><th>side</th><th>table</th><th>region</th><th>live items</th>
 <th>tombstones</th></tr>{tables}</table>

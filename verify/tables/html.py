@@ -4,22 +4,19 @@ CSS, no scripts), as :mod:`verify.html_report`, whose page top and anomaly table
 
 from __future__ import annotations
 
-import json
 from html import escape
 from typing import Any
 
-from verify.html_report import anomaly_table, drill_table, faults_table, lag_text, page_start
-
-_CSS = """\
-table { border-collapse: collapse; margin-bottom: 1em; } td, th { border: 1px solid #ccc;
-padding: 4px 8px; vertical-align: top; } tr.bad td:first-child, td.kind { color: #b00;
-font-weight: bold; } code { font-size: 11px; word-break: break-all; }"""
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "<em>absent</em>"
-    return f"<code>{escape(json.dumps(value, sort_keys=True))}</code>"
+from verify.html_report import (
+    EXAMPLES_CSS,
+    anomaly_table,
+    drill_table,
+    faults_table,
+    json_cell,
+    lag_text,
+    page_start,
+    pair_rows,
+)
 
 
 def _position(change: Any) -> str:
@@ -39,10 +36,10 @@ def table_examples(report: dict[str, Any]) -> str:
                 f'<tr><td class="kind">{escape(kind)}</td><td>{escape(key)}</td>'
                 f"<td>{escape(str(e.get('explanation', e.get('reason', ''))))}</td>"
                 f"<td>{escape(trace_a)}<br>{_position(e.get('source_change'))}<br>"
-                f"{_value(e.get('source_value'))}</td>"
+                f"{json_cell(e.get('source_value'))}</td>"
                 f"<td>{escape(e.get('target_trace') or '')}<br>"
                 f"{_position(e.get('target_version_change'))}<br>"
-                f"{_value(e.get('target_value'))}</td>"
+                f"{json_cell(e.get('target_value'))}</td>"
                 f"<td>{_position(e.get('last_change'))}</td></tr>"
             )
     if not rows:
@@ -56,12 +53,6 @@ def table_examples(report: dict[str, Any]) -> str:
     )
 
 
-def _rows(pairs: list[tuple[str, Any]]) -> str:
-    return "".join(
-        f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in pairs
-    )
-
-
 def table_section(report: dict[str, Any]) -> str:
     """A table pipeline's comparison: what was compared, how, the settle, the bootstrap."""
     details = report.get("details", {})
@@ -70,7 +61,7 @@ def table_section(report: dict[str, Any]) -> str:
     settle = details.get("settle") or {}
     scans = details.get("scans") or {}
     bootstrap = details.get("bootstrap")
-    compared = _rows([
+    compared = pair_rows([
         ("table in region A", table.get("table_a")),
         ("table in region B", table.get("table_b")),
         ("key", ", ".join(table.get("key") or [])),
@@ -96,7 +87,11 @@ def table_section(report: dict[str, Any]) -> str:
         for side, s in scans.items()
     )
     if isinstance(bootstrap, dict):
-        boot = '<table id="bootstrap">' + _rows([(k, v) for k, v in bootstrap.items()]) + "</table>"
+        boot = (
+            '<table id="bootstrap">'
+            + pair_rows([(k, v) for k, v in bootstrap.items()])
+            + "</table>"
+        )
     else:
         boot = f"<p>{escape(str(bootstrap or 'not read'))}</p>"
     return (
@@ -111,7 +106,9 @@ def table_section(report: dict[str, Any]) -> str:
 def render_table_html(report: dict[str, Any]) -> str:
     """report.html of a table pipeline: one offline file, no charts of streams it never read."""
     notes = "".join(f"<li>{escape(str(n))}</li>" for n in report["details"].get("notes", []))
-    return page_start(report, max_width=1200, css=_CSS) + f"""\
+    return (
+        page_start(report, max_width=1200, css=EXAMPLES_CSS)
+        + f"""\
 <p>apply lag ms: {escape(lag_text(report))}</p>
 <p id="watermark">{escape(str(report["watermark"].get("statement") or ""))}</p>
 {table_section(report)}
@@ -122,3 +119,4 @@ def render_table_html(report: dict[str, Any]) -> str:
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """
+    )
