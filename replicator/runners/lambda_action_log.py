@@ -44,7 +44,7 @@ from replicator.core.metrics import emf_line
 from replicator.core.putrecords import Backoff
 from replicator.core.records import SourceRecord
 from replicator.core.table_writes import BatchWriter
-from replicator.errors import ReplicatorUsageError
+from replicator.runners.lambda_env import boto_clients, positive, require
 from replicator.runners.lambda_handler import records_of
 
 REQUIRED = ("STREAM_NAME", "TABLE_NAME", "CHECKPOINT_TABLE", "DEAD_LETTER_BUCKET", "AWS_REGION")
@@ -52,17 +52,6 @@ REPORTED = ("actions_applied", "malformed", "dead_lettered", "write_calls", "upd
             "condition_retries", "ops_already_applied", "throttled_requests", "failed_batches",
             "checkpoint_errors")  # fmt: skip
 _state: dict[str, Any] = {}
-
-
-def _number(environ: dict[str, str], name: str, default: str) -> int:
-    value = environ.get(name) or default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ReplicatorUsageError(f"{name}={value!r}: expected a whole number") from None
-    if number <= 0:
-        raise ReplicatorUsageError(f"{name}={value!r}: must be positive")
-    return number
 
 
 def scope_of(stream: str, region: str) -> str:
@@ -73,29 +62,15 @@ def scope_of(stream: str, region: str) -> str:
 
 def build(environ: dict[str, str], clients: Any = None) -> ActionApplier:
     """The applier from environment; ``clients(service, region)`` builds boto3 clients."""
-    missing = [n for n in REQUIRED if not environ.get(n)]
-    if missing:
-        raise ReplicatorUsageError(f"missing environment variables: {', '.join(missing)}")
-    attempts = _number(environ, "MAX_ATTEMPTS", "8")
-    max_in_flight = _number(environ, "MAX_IN_FLIGHT", "4")
+    require(environ, REQUIRED)
+    attempts = positive(environ, "MAX_ATTEMPTS", "8")
+    max_in_flight = positive(environ, "MAX_IN_FLIGHT", "4")
     from replicator.adapters.action_table import DynamoActionTable
     from replicator.adapters.dynamodb import DynamoCheckpointStore
     from replicator.adapters.s3 import S3DeadLetterSink
 
     if clients is None:
-        import boto3
-        from botocore.config import Config
-
-        # total_max_attempts 1: the applier's own backoff is the only retry. The pool holds
-        # the batch writer's threads, the update chains' and the checkpoint write.
-        cfg = Config(
-            retries={"total_max_attempts": 1},
-            read_timeout=10,
-            max_pool_connections=max(10, 2 * max_in_flight + 2),
-        )
-
-        def clients(service: str, region: str | None) -> Any:
-            return boto3.client(service, region_name=region, config=cfg)
+        clients = boto_clients(2 * max_in_flight + 2)
 
     region = environ["AWS_REGION"]  # the stream's, the table's and the checkpoints' region
     stream, table = environ["STREAM_NAME"], environ["TABLE_NAME"]

@@ -47,6 +47,7 @@ from replicator.core.metrics import emf_line
 from replicator.core.putrecords import Backoff
 from replicator.core.records import SourceRecord
 from replicator.errors import ReplicatorUsageError
+from replicator.runners.lambda_env import boto_clients, positive, require
 from replicator.runners.lambda_handler import records_of
 from xrh.active_active import APPLY_SCOPE  # imported by the applier's record format anyway
 
@@ -58,17 +59,6 @@ REPORTED = ("records_in", "applied", "superseded", "squashed", "came_back", "mal
 _state: dict[str, Any] = {}
 
 
-def _number(environ: dict[str, str], name: str, default: str) -> int:
-    value = environ.get(name) or default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ReplicatorUsageError(f"{name}={value!r}: expected a whole number") from None
-    if number <= 0:
-        raise ReplicatorUsageError(f"{name}={value!r}: must be positive")
-    return number
-
-
 def lag_metric(line: str) -> None:
     """The applier's lag line (``replication-lag.jsonl`` in the poller) as an EMF line."""
     lag = json.loads(line)
@@ -78,11 +68,9 @@ def lag_metric(line: str) -> None:
 
 def build(environ: dict[str, str], clients: Any = None) -> Applier:
     """The applier from environment; ``clients(service, region)`` builds boto3 clients."""
-    missing = [n for n in REQUIRED if not environ.get(n)]
-    if missing:
-        raise ReplicatorUsageError(f"missing environment variables: {', '.join(missing)}")
-    attempts = _number(environ, "MAX_ATTEMPTS", "8")
-    max_in_flight = _number(environ, "MAX_IN_FLIGHT", "8")
+    require(environ, REQUIRED)
+    attempts = positive(environ, "MAX_ATTEMPTS", "8")
+    max_in_flight = positive(environ, "MAX_IN_FLIGHT", "8")
     region, source = environ["AWS_REGION"], environ["SOURCE_REGION"]
     if region == source:
         raise ReplicatorUsageError(f"SOURCE_REGION={source!r}: must be the other region")
@@ -91,19 +79,7 @@ def build(environ: dict[str, str], clients: Any = None) -> Applier:
     from replicator.adapters.s3 import S3DeadLetterSink
 
     if clients is None:
-        import boto3
-        from botocore.config import Config
-
-        # total_max_attempts 1: the conditional writer's backoff is the only retry. The pool
-        # holds the writer's threads and the checkpoint write.
-        cfg = Config(
-            retries={"total_max_attempts": 1},
-            read_timeout=10,
-            max_pool_connections=max(10, max_in_flight + 2),
-        )
-
-        def clients(service: str, region: str | None) -> Any:
-            return boto3.client(service, region_name=region, config=cfg)
+        clients = boto_clients(max_in_flight + 2)
 
     table, stream = environ["TABLE_NAME"], environ["STAGING_STREAM"]
     dynamodb = clients("dynamodb", region)  # the stream's, the table's and the checkpoints'

@@ -55,6 +55,7 @@ from replicator.core.lww_writes import ConditionalWriter
 from replicator.core.metrics import emf_line
 from replicator.core.putrecords import Backoff, PutRecordsSender
 from replicator.errors import ReplicatorUsageError
+from replicator.runners.lambda_env import boto_clients, positive, require
 from xrh.active_active import FORWARD_SCOPE  # imported by the forwarder anyway
 
 REQUIRED = ("TABLE_NAME", "STAGING_STREAM", "TARGET_REGION", "CHECKPOINT_TABLE",
@@ -66,24 +67,11 @@ REPORTED = ("changes_in", "forwarded", "repairs", "repairs_written", "tombstones
 _state: dict[str, Any] = {}
 
 
-def _number(environ: dict[str, str], name: str, default: str) -> int:
-    value = environ.get(name) or default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ReplicatorUsageError(f"{name}={value!r}: expected a whole number") from None
-    if number <= 0:
-        raise ReplicatorUsageError(f"{name}={value!r}: must be positive")
-    return number
-
-
 def build(environ: dict[str, str], clients: Any = None) -> Forwarder:
     """The forwarder from environment; ``clients(service, region)`` builds boto3 clients."""
-    missing = [n for n in REQUIRED if not environ.get(n)]
-    if missing:
-        raise ReplicatorUsageError(f"missing environment variables: {', '.join(missing)}")
-    attempts = _number(environ, "MAX_ATTEMPTS", "8")
-    max_in_flight = _number(environ, "MAX_IN_FLIGHT", "8")
+    require(environ, REQUIRED)
+    attempts = positive(environ, "MAX_ATTEMPTS", "8")
+    max_in_flight = positive(environ, "MAX_IN_FLIGHT", "8")
     region, other = environ["AWS_REGION"], environ["TARGET_REGION"]
     if region == other:
         raise ReplicatorUsageError(f"TARGET_REGION={other!r}: must be the other region")
@@ -93,19 +81,7 @@ def build(environ: dict[str, str], clients: Any = None) -> Forwarder:
     from replicator.adapters.s3 import S3DeadLetterSink
 
     if clients is None:
-        import boto3
-        from botocore.config import Config
-
-        # total_max_attempts 1: the sender's and the conditional writer's backoff are the only
-        # retries. The pool holds the writer's threads and the checkpoint write.
-        cfg = Config(
-            retries={"total_max_attempts": 1},
-            read_timeout=10,
-            max_pool_connections=max(10, max_in_flight + 2),
-        )
-
-        def clients(service: str, region: str | None) -> Any:
-            return boto3.client(service, region_name=region, config=cfg)
+        clients = boto_clients(max_in_flight + 2)
 
     table = environ["TABLE_NAME"]
     backoff = Backoff(max_attempts=attempts)

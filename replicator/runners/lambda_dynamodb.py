@@ -44,6 +44,7 @@ from replicator.core.putrecords import Backoff
 from replicator.core.table_apply import BootstrapGate, TableApplier, always_open
 from replicator.core.table_writes import BatchWriter
 from replicator.errors import ReplicatorUsageError
+from replicator.runners.lambda_env import boto_clients, positive, require
 
 REQUIRED = ("TABLE_NAME", "TARGET_REGION", "CHECKPOINT_TABLE", "DEAD_LETTER_BUCKET")
 REPORTED = ("changes_applied", "squashed", "write_calls", "dead_lettered", "gated_batches",
@@ -62,46 +63,22 @@ def _flag(environ: dict[str, str], name: str, default: bool) -> bool:
     raise ReplicatorUsageError(f"{name}={value!r}: expected true or false")
 
 
-def _number(environ: dict[str, str], name: str, default: str, kind: type = int) -> Any:
-    value = environ.get(name) or default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ReplicatorUsageError(f"{name}={value!r}: expected a number") from None
-    if number <= 0:
-        raise ReplicatorUsageError(f"{name}={value!r}: must be positive")
-    return number
-
-
 def build(environ: dict[str, str], clients: Any = None) -> TableApplier:
     """The applier from environment; ``clients(service, region)`` builds boto3 clients."""
-    missing = [n for n in REQUIRED if not environ.get(n)]
-    if missing:
-        raise ReplicatorUsageError(f"missing environment variables: {', '.join(missing)}")
+    require(environ, REQUIRED)
     source_region = environ.get("SOURCE_REGION") or environ.get("AWS_REGION")
     if not source_region:
         raise ReplicatorUsageError("missing environment variables: SOURCE_REGION or AWS_REGION")
-    max_in_flight = _number(environ, "MAX_IN_FLIGHT", "4")
-    attempts = _number(environ, "MAX_ATTEMPTS", "8")
-    ttl = _number(environ, "BOOTSTRAP_TTL_S", "5", float)
-    require = _flag(environ, "REQUIRE_BOOTSTRAP", True)
+    max_in_flight = positive(environ, "MAX_IN_FLIGHT", "4")
+    attempts = positive(environ, "MAX_ATTEMPTS", "8")
+    ttl = positive(environ, "BOOTSTRAP_TTL_S", "5", float)
+    require_copy = _flag(environ, "REQUIRE_BOOTSTRAP", True)
     from replicator.adapters.dynamodb_bootstrap import DynamoBootstrapStore
     from replicator.adapters.s3 import S3DeadLetterSink
     from replicator.adapters.table import DynamoTableWriter
 
     if clients is None:
-        import boto3
-        from botocore.config import Config
-
-        # total_max_attempts 1: the batch writer's own backoff is the only retry.
-        cfg = Config(
-            retries={"total_max_attempts": 1},
-            read_timeout=10,
-            max_pool_connections=max(10, max_in_flight + 2),
-        )
-
-        def clients(service: str, region: str | None) -> Any:
-            return boto3.client(service, region_name=region, config=cfg)
+        clients = boto_clients(max_in_flight + 2)
 
     table = environ["TABLE_NAME"]
     target = environ["TARGET_REGION"]
@@ -121,7 +98,7 @@ def build(environ: dict[str, str], clients: Any = None) -> TableApplier:
         checkpoints=None,
         dead_letters=S3DeadLetterSink(clients("s3", source_region), environ["DEAD_LETTER_BUCKET"]),
         clock_ms=lambda: int(time.time() * 1000),
-        gate=BootstrapGate(state, time.monotonic, ttl_s=ttl) if require else always_open,
+        gate=BootstrapGate(state, time.monotonic, ttl_s=ttl) if require_copy else always_open,
         log=lambda event, **f: print(emf_line({}, {"Event": event}, int(time.time() * 1000), **f)),
     )
 
