@@ -16,7 +16,6 @@ the deadline (:func:`verify.collect.settle_keys`). Only then is a difference jud
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +24,8 @@ from typing import Any
 from verify.actions.items import KEY_NAMES, table_row
 from verify.actions.store import ActionStore
 from verify.collect import SETTLE_POLL_S, settle_keys
-from verify.errors import EndpointUnreachable
-from verify.kinesis_reader import error_code, is_connection_error
-from verify.table_reader import scan_table
-from verify.tables.collect import BATCH_GET, batch_get
+from verify.kinesis_reader import is_connection_error
+from verify.tables.collect import BATCH_GET, batch_get, scan_both_regions
 from verify.tables.store import TableStore
 from xrh.config import HarnessConfig, Side
 
@@ -99,36 +96,11 @@ class TableComparison:
         return reasons
 
     def _scan(self, deadline: float) -> list[str]:
-        reasons: list[str] = []
-
-        def scan(side: Side) -> None:
-            store, where = self.stores[side], f"table {self.table} in region {side.name}"
-            try:
-                stats = scan_table(
-                    self.clients.client("dynamodb", side), self.table, KEY_NAMES,
-                    lambda rows: store.add_items(FOUND, rows), segments=self.segments,
-                    deadline=deadline, clock=self.clock, sleep=self.sleep, row_of=table_row,
-                )  # fmt: skip
-            except EndpointUnreachable as exc:
-                reasons.append(f"region {side.name}: {exc}")
-                return
-            except Exception as exc:
-                if error_code(exc) == "ResourceNotFoundException":
-                    reasons.append(f"{where} ({self.config.region(side)}) does not exist")
-                else:
-                    reasons.append(f"{where} could not be read: {exc}")
-                return
-            self.tables[side.name]["scan"] = stats.to_json()
-            if not stats.complete:
-                reasons.append(f"{where} not scanned to its end in time (unfinished "
-                               f"segments: {sorted(stats.unfinished)})")  # fmt: skip
-
-        threads = [threading.Thread(target=scan, args=(s,), daemon=True) for s in SIDES]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return reasons
+        return scan_both_regions(
+            self.clients, self.config, self.table, KEY_NAMES, lambda side, rows: self.stores[side].add_items(FOUND, rows),
+            segments=self.segments, deadline=deadline, clock=self.clock, sleep=self.sleep,
+            row_of=table_row, details=self.tables,
+        )  # fmt: skip
 
     def _differing(self) -> int:
         return sum(store.differing() for store in self.stores.values())

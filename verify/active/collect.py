@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,7 @@ from verify.active.store import ActiveStore, item_row
 from verify.collect import SETTLE_POLL_S, settle_keys
 from verify.errors import EndpointUnreachable
 from verify.kinesis_reader import error_code, is_connection_error, read_stream
-from verify.table_reader import scan_table
-from verify.tables.collect import BATCH_GET, batch_get
+from verify.tables.collect import BATCH_GET, batch_get, scan_both_regions
 from xrh.active_active import LAG_FILE
 from xrh.config import HarnessConfig, Side
 
@@ -116,36 +114,11 @@ class ActiveRead:
         return n
 
     def _scan(self, deadline: float) -> list[str]:
-        reasons: list[str] = []
-
-        def scan(side: Side) -> None:
-            name, where = side.value, f"table {self.table} in region {side.name}"
-            try:
-                stats = scan_table(
-                    self.clients.client("dynamodb", side), self.table, KEY_NAMES,
-                    lambda rows: self.store.add_stamped(name, rows), segments=self.segments,
-                    deadline=deadline, clock=self.clock, sleep=self.sleep, row_of=item_row,
-                )  # fmt: skip
-            except EndpointUnreachable as exc:
-                reasons.append(f"region {side.name}: {exc}")
-                return
-            except Exception as exc:
-                if error_code(exc) == "ResourceNotFoundException":
-                    reasons.append(f"{where} ({self.config.region(side)}) does not exist")
-                else:
-                    reasons.append(f"{where} could not be read: {exc}")
-                return
-            self.tables[side.name]["scan"] = stats.to_json()
-            if not stats.complete:
-                reasons.append(f"{where} not scanned to its end in time (unfinished "
-                               f"segments: {sorted(stats.unfinished)})")  # fmt: skip
-
-        threads = [threading.Thread(target=scan, args=(s,), daemon=True) for s in SIDES]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return reasons
+        return scan_both_regions(
+            self.clients, self.config, self.table, KEY_NAMES, lambda side, rows: self.store.add_stamped(side.value, rows),
+            segments=self.segments, deadline=deadline, clock=self.clock, sleep=self.sleep,
+            row_of=item_row, details=self.tables,
+        )  # fmt: skip
 
     def _reread(self, deadline: float, settle: dict[str, Any]) -> list[str]:
         """The differing keys again in both regions, compared again."""

@@ -297,3 +297,52 @@ class TableReader:
             settle["keys_reread"] += len(keys)
             self.store.recompare(keys)
         return self._stream_pass(deadline)
+
+
+def scan_both_regions(
+    clients: Any,
+    config: Any,
+    table: str,
+    key_names: Any,
+    add_rows: Callable[[Side, Any], None],
+    *,
+    segments: int,
+    deadline: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    row_of: Callable[..., Any],
+    details: dict[str, dict[str, Any]],
+) -> list[str]:
+    """Both regions' ``table`` scanned at once (parallel segments each), every page handed to
+    ``add_rows(side, rows)``; scan figures into ``details[side.name]["scan"]``; the reasons a
+    scan could not finish (endpoint down, no such table, not to its end in time)."""
+    reasons: list[str] = []
+
+    def scan(side: Side) -> None:
+        where = f"table {table} in region {side.name}"
+        try:
+            stats = scan_table(
+                clients.client("dynamodb", side), table, key_names,
+                lambda rows: add_rows(side, rows), segments=segments, deadline=deadline,
+                clock=clock, sleep=sleep, row_of=row_of,
+            )  # fmt: skip
+        except EndpointUnreachable as exc:
+            reasons.append(f"region {side.name}: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - said in the reasons, the verdict unknown
+            if error_code(exc) == "ResourceNotFoundException":
+                reasons.append(f"{where} ({config.region(side)}) does not exist")
+            else:
+                reasons.append(f"{where} could not be read: {exc}")
+            return
+        details[side.name]["scan"] = stats.to_json()
+        if not stats.complete:
+            reasons.append(f"{where} not scanned to its end in time (unfinished "
+                           f"segments: {sorted(stats.unfinished)})")  # fmt: skip
+
+    threads = [threading.Thread(target=scan, args=(side,), daemon=True) for side in Side]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return reasons
