@@ -66,6 +66,7 @@ from replicator.core.batch import (
     Log,
     write_checkpoint,
 )
+from replicator.core.batch_result import ClosedShardIdle
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.fence import LeaseFence
 from replicator.core.metrics import Metrics
@@ -88,7 +89,7 @@ def _no_log(event: str, **fields: object) -> None:
     return None
 
 
-class ActionApplier:
+class ActionApplier(ClosedShardIdle):
     """Applies batches of actions to ``table`` (any shard, one batch at a time per shard)."""
 
     def __init__(
@@ -291,24 +292,6 @@ class ActionApplier:
         if written and arrival is not None:
             self.applied_arrival_ms[shard_id] = arrival
         return BatchResult(BatchStatus.REPLICATED, len(records), None, checkpoint, written)
-
-    def idle(
-        self,
-        shard_id: str,
-        sequence_number: str | None,
-        tip_read_at_ms: int,
-        closed: bool = False,
-        fence: LeaseFence | None = None,
-        skipped_history: bool = False,
-    ) -> bool:
-        """An empty read: only a closed shard's row changes (``closed``); no watermark is
-        claimed for an action log, so an idle open shard costs no write."""
-        if not closed:
-            return False
-        checkpoint = ShardCheckpoint(
-            shard_id, sequence_number, closed=True, skipped_history=skipped_history
-        )
-        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)
 
 
 def _locked(check: Callable[[], object]) -> Callable[[], object]:

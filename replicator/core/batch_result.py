@@ -108,3 +108,29 @@ class Log(Protocol):
 
 def _no_log(event: str, **fields: object) -> None:
     return None
+
+
+class ClosedShardIdle:
+    """``idle`` of a batch replicator that claims no watermark (the table pipelines' appliers and
+    forwarders): an empty read of an open shard costs no write; a closed shard's end is
+    checkpointed, so its children may start. The host has ``checkpoints``, ``metrics``, ``log``."""
+
+    checkpoints: CheckpointStore
+    metrics: Metrics
+    log: Log
+
+    def idle(
+        self,
+        shard_id: str,
+        sequence_number: str | None,
+        tip_read_at_ms: int,
+        closed: bool = False,
+        fence: LeaseFence | None = None,
+        skipped_history: bool = False,
+    ) -> bool:
+        if not closed:
+            return False
+        checkpoint = ShardCheckpoint(
+            shard_id, sequence_number, closed=True, skipped_history=skipped_history
+        )
+        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from replicator.core.batch_result import (
     BatchResult,
     BatchStatus,
+    ClosedShardIdle,
     DeadLetterRecord,
     DeadLetterSink,
     Log,
@@ -70,7 +71,7 @@ def parse_batch(
     return good, bad
 
 
-class Applier:
+class Applier(ClosedShardIdle):
     """Applies batches of S's staging stream to S's table (any shard, one batch at a time)."""
 
     def __init__(
@@ -184,21 +185,6 @@ class Applier:
             self.lag_sink(lag_line(now, self.direction, now - created))
         except OSError as exc:  # the lag file is a report, never a reason to fail a batch
             self.log("lag_file_failed", error=str(exc))
-
-    def idle(
-        self,
-        shard_id: str,
-        sequence_number: str | None,
-        tip_read_at_ms: int,
-        closed: bool = False,
-        fence: LeaseFence | None = None,
-        skipped_history: bool = False,
-    ) -> bool:
-        """Only a closed shard's end is recorded (this pipeline claims no watermark)."""
-        if not closed:
-            return False
-        checkpoint = ShardCheckpoint(shard_id, sequence_number, closed=True)
-        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)
 
     def close(self) -> None:
         self.writer.close()

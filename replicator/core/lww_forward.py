@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from replicator.core.batch_result import (
     BatchResult,
     BatchStatus,
+    ClosedShardIdle,
     DeadLetterRecord,
     DeadLetterSink,
     Log,
@@ -83,7 +84,7 @@ class Decision:
     dead: str | None = None  # why it can never be forwarded
 
 
-class Forwarder:
+class Forwarder(ClosedShardIdle):
     """Forwards batches of S's table stream (any shard, one batch at a time per shard)."""
 
     def __init__(
@@ -255,21 +256,6 @@ class Forwarder:
         message = str(fenced or error)
         self.log("batch_failed", shard_id=shard_id, error=message)
         return BatchResult(BatchStatus.FAILED, 0, first, error=message)
-
-    def idle(
-        self,
-        shard_id: str,
-        sequence_number: str | None,
-        tip_read_at_ms: int,
-        closed: bool = False,
-        fence: LeaseFence | None = None,
-        skipped_history: bool = False,
-    ) -> bool:
-        """Only a closed shard's end is recorded (this pipeline claims no watermark)."""
-        if not closed:
-            return False
-        checkpoint = ShardCheckpoint(shard_id, sequence_number, closed=True)
-        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)
 
     def close(self) -> None:
         self.writer.close()

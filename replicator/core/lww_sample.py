@@ -23,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from replicator.core.batch_result import BatchResult, BatchStatus, Log, _no_log, write_checkpoint
+from replicator.core.batch_result import (
+    BatchResult,
+    BatchStatus,
+    ClosedShardIdle,
+    Log,
+    _no_log,
+    write_checkpoint,
+)
 from replicator.core.changes import ChangeRecord
 from replicator.core.checkpoint import CheckpointStore, ShardCheckpoint
 from replicator.core.entries import PutEntry, PutRecordsSink
@@ -55,26 +62,8 @@ class SampleTableSink(Protocol):
     def delete(self, table: str, key: dict[str, Any]) -> None: ...
 
 
-class _Shards:
+class _Shards(ClosedShardIdle):
     """What both sample halves share: the poller's interface around ``_batch``."""
-
-    checkpoints: CheckpointStore
-    metrics: Metrics
-    log: Log
-
-    def idle(
-        self,
-        shard_id: str,
-        sequence_number: str | None,
-        tip_read_at_ms: int,
-        closed: bool = False,
-        fence: LeaseFence | None = None,
-        skipped_history: bool = False,
-    ) -> bool:
-        if not closed:
-            return False
-        checkpoint = ShardCheckpoint(shard_id, sequence_number, closed=True)
-        return write_checkpoint(self.checkpoints, checkpoint, fence, self.metrics, self.log)
 
     def _done(self, shard_id: str, records: Sequence[Any], shard_end: bool, fence) -> BatchResult:
         checkpoint = ShardCheckpoint(shard_id, records[-1].sequence_number, closed=shard_end)
