@@ -44,7 +44,7 @@ from replicator.core.metrics import emf_line
 from replicator.core.putrecords import Backoff
 from replicator.core.records import SourceRecord
 from replicator.core.table_writes import BatchWriter
-from replicator.runners.lambda_env import boto_clients, positive, require
+from replicator.runners.lambda_env import batch_item_failures, boto_clients, positive, require
 from replicator.runners.lambda_handler import records_of
 
 REQUIRED = ("STREAM_NAME", "TABLE_NAME", "CHECKPOINT_TABLE", "DEAD_LETTER_BUCKET", "AWS_REGION")
@@ -108,9 +108,7 @@ def handle(event: dict[str, Any], applier: ActionApplier) -> dict[str, Any]:
         metrics["apply_lag_max_ms"] = lag.max
     print(emf_line(metrics, {"Stream": applier.stream, "Consumer": "fast"},
                    int(time.time() * 1000)))  # fmt: skip
-    if result.failed_from is None:
-        return {"batchItemFailures": []}
-    return {"batchItemFailures": [{"itemIdentifier": result.failed_from}]}
+    return batch_item_failures(result.failed_from)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

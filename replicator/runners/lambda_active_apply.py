@@ -47,7 +47,7 @@ from replicator.core.metrics import emf_line
 from replicator.core.putrecords import Backoff
 from replicator.core.records import SourceRecord
 from replicator.errors import ReplicatorUsageError
-from replicator.runners.lambda_env import boto_clients, positive, require
+from replicator.runners.lambda_env import batch_item_failures, boto_clients, positive, require
 from replicator.runners.lambda_handler import records_of
 from xrh.active_active import APPLY_SCOPE  # imported by the applier's record format anyway
 
@@ -118,9 +118,7 @@ def handle(event: dict[str, Any], applier: Applier) -> dict[str, Any]:
     metrics: dict[str, int | float] = {k: counters.get(k, 0) for k in REPORTED}
     print(emf_line(metrics, {"Stream": applier.stream, "Role": "apply"},
                    int(time.time() * 1000)))  # fmt: skip
-    if result.failed_from is None:
-        return {"batchItemFailures": []}
-    return {"batchItemFailures": [{"itemIdentifier": result.failed_from}]}
+    return batch_item_failures(result.failed_from)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

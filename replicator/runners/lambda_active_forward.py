@@ -55,7 +55,7 @@ from replicator.core.lww_writes import ConditionalWriter
 from replicator.core.metrics import emf_line
 from replicator.core.putrecords import Backoff, PutRecordsSender
 from replicator.errors import ReplicatorUsageError
-from replicator.runners.lambda_env import boto_clients, positive, require
+from replicator.runners.lambda_env import batch_item_failures, boto_clients, positive, require
 from xrh.active_active import FORWARD_SCOPE  # imported by the forwarder anyway
 
 REQUIRED = ("TABLE_NAME", "STAGING_STREAM", "TARGET_REGION", "CHECKPOINT_TABLE",
@@ -123,9 +123,7 @@ def handle(event: dict[str, Any], forwarder: Forwarder) -> dict[str, Any]:
     metrics: dict[str, int | float] = {k: counters.get(k, 0) for k in REPORTED}
     print(emf_line(metrics, {"Table": forwarder.table, "Role": "forward"},
                    int(time.time() * 1000)))  # fmt: skip
-    if result.failed_from is None:
-        return {"batchItemFailures": []}
-    return {"batchItemFailures": [{"itemIdentifier": result.failed_from}]}
+    return batch_item_failures(result.failed_from)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from replicator.core.putrecords import Backoff
 from replicator.core.table_apply import BootstrapGate, TableApplier, always_open
 from replicator.core.table_writes import BatchWriter
 from replicator.errors import ReplicatorUsageError
-from replicator.runners.lambda_env import boto_clients, positive, require
+from replicator.runners.lambda_env import batch_item_failures, boto_clients, positive, require
 
 REQUIRED = ("TABLE_NAME", "TARGET_REGION", "CHECKPOINT_TABLE", "DEAD_LETTER_BUCKET")
 REPORTED = ("changes_applied", "squashed", "write_calls", "dead_lettered", "gated_batches",
@@ -121,9 +121,7 @@ def handle(event: dict[str, Any], applier: TableApplier) -> dict[str, Any]:
     if lag.max is not None:
         metrics["apply_lag_max_ms"] = lag.max
     print(emf_line(metrics, {"Table": applier.table}, now))
-    if result.failed_from is None:
-        return {"batchItemFailures": []}
-    return {"batchItemFailures": [{"itemIdentifier": result.failed_from}]}
+    return batch_item_failures(result.failed_from)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -49,3 +49,11 @@ def boto_clients(pool: int) -> Clients:
         return boto3.client(service, region_name=region, config=cfg)
 
     return clients
+
+
+def batch_item_failures(failed_from: str | None) -> dict[str, Any]:
+    """The answer of a handler with ReportBatchItemFailures: nothing (the batch succeeded) or
+    the sequence number Lambda retries from (acknowledgement is all or nothing from there)."""
+    if failed_from is None:
+        return {"batchItemFailures": []}
+    return {"batchItemFailures": [{"itemIdentifier": failed_from}]}

@@ -61,6 +61,7 @@ from replicator.core.watermark import (
     WatermarkSettings,
 )
 from replicator.errors import ReplicatorUsageError
+from replicator.runners.lambda_env import batch_item_failures
 
 REQUIRED = ("STREAM_NAME", "TARGET_REGION", "ACTIVE_REGION_TABLE", "CHECKPOINT_TABLE", "DEAD_LETTER_BUCKET")  # fmt: skip
 _state: dict[str, Any] = {}
@@ -190,9 +191,7 @@ def handle(
     counters = replicator.metrics.counters
     print(emf_line({k: counters[k] for k in ("records_copied", "dead_lettered", "failed_batches")},
                    {"Stream": replicator.stream}, int(time.time() * 1000)))  # fmt: skip
-    if result.failed_from is None:
-        return {"batchItemFailures": []}
-    return {"batchItemFailures": [{"itemIdentifier": result.failed_from}]}
+    return batch_item_failures(result.failed_from)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
