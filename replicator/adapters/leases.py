@@ -133,7 +133,26 @@ class LeaseTable:
         if counter is not None:
             condition += " AND leaseCounter = :c"
             values[":c"] = {"N": str(counter)}
+        renewed = self._counted(shard_id, expr + " ADD leaseCounter :one", condition, values)
+        if renewed is not None or counter is None:
+            return renewed
+        # A renewal whose answer was lost still counted: if the row is still ours, only we
+        # moved its counter (a steal changes the owner), so renew on what it holds now.
+        held = self._our_counter(shard_id)
+        if held is None or held == counter:
+            return None
+        values[":c"] = {"N": str(held)}
         return self._counted(shard_id, expr + " ADD leaseCounter :one", condition, values)
+
+    def _our_counter(self, shard_id: str) -> int | None:
+        """The lease's counter if this worker owns it (a consistent read), else None."""
+        self.calls += 1
+        item = self.client.get_item(
+            TableName=self.table, Key=self._key(shard_id), ConsistentRead=True
+        ).get("Item")
+        if not item or item.get("leaseOwner", {}).get("S") != self.worker_id:
+            return None
+        return int(item["leaseCounter"]["N"])
 
     def finish(self, shard_id: str) -> bool:
         """Mark a closed shard done (children may start) and release it."""

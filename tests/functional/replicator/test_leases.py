@@ -38,6 +38,18 @@ def test_take_renew_steal_release(provisioned: HarnessConfig) -> None:
     assert one.list()[0]["shard-0"].checkpoint == "44"
 
 
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease(provisioned: HarnessConfig) -> None:
+    """The renewal was carried out (the counter moved) but its answer never came: the next
+    renewal, made on the counter the worker last saw, still holds the lease; a stolen one not."""
+    one, two = tables(provisioned, "w1", "w2")
+    counter = one.take("shard-0", NOW, 1_000)
+    assert counter is not None
+    assert one.renew("shard-0", NOW + 100, 1_000, "1", counter) == counter + 1  # answer lost
+    assert one.renew("shard-0", NOW + 200, 1_000, "2", counter) == counter + 2
+    assert two.take("shard-0", NOW + 5_000, 1_000)  # expired: stolen
+    assert one.renew("shard-0", NOW + 5_100, 1_000, "3", counter + 2) is None
+
+
 def test_racing_workers_one_winner(provisioned: HarnessConfig) -> None:
     """Plain moto let two workers win in about one race of ten (its conditional writes are not
     atomic); the embedded endpoint serialises them. Twenty races make a regression show."""
