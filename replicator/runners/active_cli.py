@@ -222,9 +222,17 @@ class DrainMarker:
     def _key(self) -> dict[str, Any]:
         return {"scope": {"S": self.scope}, "shardId": {"S": self.ROW}}
 
-    def mark(self) -> None:
+    def mark(self, attempts: int = 6) -> bool:
+        """Write the row (idempotent: a lost answer is simply written again), a few times with
+        backoff; False if it never got through (the other applier then times out its drain)."""
         item = {**self._key(), "drainedAtMs": {"N": str(int(time.time() * 1000))}}
-        self.client.put_item(TableName=self.table, Item=item)
+        for attempt in range(attempts):
+            try:
+                self.client.put_item(TableName=self.table, Item=item)
+                return True
+            except Exception:  # noqa: BLE001 - retried, then reported by the caller
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        return False
 
     def barrier(self, since: float) -> float | None:
         """The time the other region's forwarder drained, if after ``since`` (else None: wait)."""
@@ -266,8 +274,10 @@ class ActiveActive:
         try:
             poller = self.built[name][0]
             self.codes[name] = poller.run()
-            if name == "forward" and poller.exit_reason == "drained":
-                self.built[name][3]()  # the other region's applier may drain now
+            drained = name == "forward" and poller.exit_reason == "drained"
+            if drained and not self.built[name][3]():  # the other region's applier may drain
+                self.built[name][2].log("drain_mark_failed", note="the other region's "
+                                        "applier cannot see this drain")  # fmt: skip
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.errors[name] = exc
 

@@ -95,10 +95,24 @@ def _stamp(ts: Any, region: Any) -> Stamp | None:
     return None if ts is None else Stamp(int(ts), str(region))
 
 
+# A DeleteItem whose answer was lost has no stamp in the ledger (the item it removed never came
+# back); its tombstone is stamped one past the version it removed, by its region: a tombstone
+# (t, R) may be it when R made such a delete and some write of the key was stamped t - 1.
+_UNKNOWN_DELETE = """SELECT EXISTS (SELECT 1 FROM aa_ledger WHERE key = ? AND region = ?
+    AND op = 'delete' AND status = 'unknown' AND commit_ts IS NULL)
+  AND EXISTS (SELECT 1 FROM aa_ledger WHERE key = ? AND commit_ts = ?
+    AND status IN ('ok', 'unknown'))"""
+
+
 def _status_of(db: Any, key: str) -> Any:
     def status_of(stamp: Stamp, tomb: bool, trace: str | None) -> str | None:
-        return db.execute(_STATUS, (key, stamp.ts, stamp.region, int(tomb), trace, trace)
-                          ).fetchone()[0]  # fmt: skip
+        found = db.execute(_STATUS, (key, stamp.ts, stamp.region, int(tomb), trace, trace)
+                           ).fetchone()[0]  # fmt: skip
+        if found is None and tomb:
+            args = (key, stamp.region, key, stamp.ts - 1)
+            if db.execute(_UNKNOWN_DELETE, args).fetchone()[0]:
+                return "unknown"
+        return found
 
     return status_of
 

@@ -228,3 +228,20 @@ def test_equal_tombstones_of_two_deletes_are_not_ping_pong_but_a_returned_one_is
     store.add_staging([tombstone("b", 3, A, [2001, B], ("s0", "12"))])  # B's own delete, back
     found = judge(store, REGIONS).anomalies["ping_pong"]
     assert found.count == 1 and found.examples[0]["reason"] == "origin_is_destination"
+
+
+def test_a_delete_whose_answer_was_lost_may_have_left_its_tombstone():
+    """Its stamp never reached the ledger: a tombstone one past a version of the key, made by the
+    region of that unknown delete, is a possible outcome, not a phantom; without such a delete
+    it is one."""
+    run = Run()
+    run.write("k1", A, 100)
+    run.write("k1", B, None, op="delete", status="unknown")
+    run.both(tomb("k1", 101, B))
+    judgement = run.judge()
+    assert counts(judgement) == {}, {k: a.examples for k, a in judgement.anomalies.items()}
+    planted = Run()
+    planted.write("k1", A, 100)
+    planted.write("k1", A, None, op="delete", status="unknown")  # in A: not B's tombstone
+    planted.both(tomb("k1", 101, B))
+    assert counts(planted.judge()).get("phantom") == 2
