@@ -111,3 +111,25 @@ def test_active_active_load_writes_both_regions_and_conflicts_on_the_hot_keys(en
     finally:
         if endpoint.alive():
             destroy(config)
+
+
+# Answers dropped after the request was carried out: the writers' PutItem, UpdateItem and
+# DeleteItem (ledgered unknown, a delete's stamp then unknown too) and the forwarders'
+# PutRecords into both staging streams (resent: counted, never ping-pong).
+LOST_ANSWERS = ",".join(
+    f"{side}:{op}:lost-answer=0.05"
+    for side in "ab" for op in ("PutItem", "UpdateItem", "DeleteItem", "PutRecords")
+)  # fmt: skip
+
+
+def test_both_regions_converge_under_lost_answers(tmp_path):
+    code, out, err = run_locust(
+        tmp_path, "--pipeline", "active-active", "--headless", "-u", "4", "-r", "4", "-t", "8s",
+        "--only-summary", "--seed", "3", "--conflict-keys", "10", "--faults", LOST_ANSWERS,
+        "--drain-timeout", "60", "--settle-seconds", "10", timeout=180,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "runs" / "latest" / "report.json").read_text())
+    assert report["verdict"] == "valid" and code == 0, (report["reasons"], err[-3000:])
+    assert report["details"]["faults"]["total"] > 0
+    conflicts = report["details"]["conflicts"]
+    assert conflicts["resolved"] == conflicts["conflicted_keys"] > 0
