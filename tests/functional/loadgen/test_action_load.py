@@ -69,7 +69,7 @@ def test_action_log_load_matches_the_actions_stream(endpoint, tmp_path):
     endpoint.set_faults(FAULTS, seed=7)
     try:
         code, out, err = run_locust(
-            tmp_path, "--pipeline", "action-log", "--headless", "-u", "4", "-r", "4", "-t", "5s",
+            tmp_path, "--pipeline", "action-log", "--headless", "-u", "4", "-r", "4", "-t", "7s",
             "--only-summary", "--replicator", "external", "--no-verify", "--keys", "500",
             "--rate-per-user", "60", "--seed", "13", "--prefix", prefix,
             "--endpoint-url-a", endpoint.url_of("a"), "--endpoint-url-b", endpoint.url_of("b"),

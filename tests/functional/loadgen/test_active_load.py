@@ -45,7 +45,7 @@ def test_active_active_load_writes_both_regions_and_conflicts_on_the_hot_keys(en
     config = parse_config(["--pipeline", "active-active", "--prefix", prefix], environ={})
     config = config.with_endpoints(endpoint.url_of("a"), endpoint.url_of("b"))
     code, out, err = run_locust(
-        tmp_path, "--pipeline", "active-active", "--headless", "-u", "4", "-r", "4", "-t", "5s",
+        tmp_path, "--pipeline", "active-active", "--headless", "-u", "4", "-r", "4", "-t", "7s",
         "--only-summary", "--replicator", "external", "--no-verify",
         "--conflict-keys", str(HOT), "--keys", "200", "--seed", "7",
         "--clock-skew-ms", "b=+500", "--prefix", prefix,

@@ -146,7 +146,7 @@ def test_headless_run_ends_valid(tmp_path: Path):
 
 def test_external_replicator_with_nothing_replicating_ends_invalid(tmp_path: Path):
     code, out, err = run_locust(
-        tmp_path, "--headless", "-u", "4", "-r", "4", "-t", "4s", "--only-summary",
+        tmp_path, "--headless", "-u", "4", "-r", "4", "-t", "8s", "--only-summary",
         "--replicator", "external", "--verify-timeout", "30", "--csv", "mine/user",
         "--settle-seconds", "3",
     )  # fmt: skip
