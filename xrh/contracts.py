@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     sequence_number  TEXT,
     invoked_at       INTEGER NOT NULL,  -- epoch ms
     completed_at     INTEGER,           -- epoch ms
-    error            TEXT               -- error code or message for fail / unknown
+    error            TEXT,              -- error code or message for fail / unknown
+    txn              TEXT,              -- postgres-cdc: the statement's transaction id (xid)
+    rows             INTEGER            -- postgres-cdc: rows the statement changed (0 or 1)
 );
 CREATE INDEX IF NOT EXISTS ledger_trace ON ledger (trace);
 CREATE TABLE IF NOT EXISTS ledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);

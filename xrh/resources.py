@@ -22,6 +22,10 @@ actions stream           ``{prefix}-actions``                  (Kinesis, in A: t
 staging stream           ``{prefix}-staging``                  (Kinesis, in A and B: the other
                                                                region's changes to apply,
                                                                ``active-active`` pipeline)
+change stream            ``{prefix}-cdc``                      (Kinesis, in A and B: capture
+                                                               writes A's, the kinesis
+                                                               replicator copies it to B,
+                                                               ``postgres-cdc`` pipeline)
 =======================  ====================================  ===============================
 
 The active-region table is seeded with ``{"streamName": <stream>, "activeRegion": <region A>}``
@@ -69,6 +73,10 @@ class ResourceNames:
         return f"{self.prefix}-staging"
 
     @property
+    def cdc_stream(self) -> str:
+        return f"{self.prefix}-cdc"
+
+    @property
     def items_table(self) -> str:
         return f"{self.prefix}-items"
 
@@ -107,15 +115,40 @@ class BucketSpec:
 ResourceSpec = StreamSpec | TableSpec | BucketSpec
 
 
-def kinesis_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
-    """Resources of the ``kinesis`` pipeline in one region."""
+def replicated_stream(config: HarnessConfig) -> str:
+    """The stream the kinesis pipeline's replicator copies between regions: ``{prefix}-stream``,
+    or ``{prefix}-cdc`` in the ``postgres-cdc`` pipeline (capture's output)."""
     names = ResourceNames(config.prefix)
+    return names.cdc_stream if config.pipeline == "postgres-cdc" else names.stream
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicatedNames(ResourceNames):
+    """The names the kinesis replicator works with: ``stream`` is :func:`replicated_stream`
+    (its checkpoint scope, leases and active-region item are keyed by that stream)."""
+
+    replicated: str = ""
+
+    @property
+    def stream(self) -> str:
+        return self.replicated or f"{self.prefix}-stream"
+
+
+def replicated_names(config: HarnessConfig) -> ReplicatedNames:
+    return ReplicatedNames(config.prefix, replicated_stream(config))
+
+
+def kinesis_pipeline(config: HarnessConfig, side: Side) -> list[ResourceSpec]:
+    """Resources of the ``kinesis`` pipeline in one region (and of ``postgres-cdc``, whose
+    change stream the same replicator copies: :func:`replicated_stream`)."""
+    names = ResourceNames(config.prefix)
+    stream = replicated_stream(config)
     return [
-        StreamSpec(names.stream, config.shards),
+        StreamSpec(stream, config.shards),
         TableSpec(
             names.active_region_table,
             hash_key="streamName",
-            items=({"streamName": names.stream, "activeRegion": config.region_a},),
+            items=({"streamName": stream, "activeRegion": config.region_a},),
         ),
         TableSpec(names.checkpoint_table, hash_key="scope", range_key="shardId"),
         TableSpec(names.lease_table, hash_key="leaseKey"),
@@ -175,6 +208,7 @@ PIPELINE_RESOURCES = {
     "dynamodb": dynamodb_pipeline,
     "action-log": action_log_pipeline,
     "active-active": active_active_pipeline,
+    "postgres-cdc": kinesis_pipeline,
 }
 
 

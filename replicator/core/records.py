@@ -32,12 +32,20 @@ def iso_ms_of(epoch_ms: int) -> str:
 
 
 def commit_ms_of(data: bytes) -> int | None:
-    """The payload's commitTimestamp in epoch ms, or None when absent or unparseable."""
-    marker = data.find(b'"commitTimestamp"')
-    if marker < 0:
+    """The payload's commit time in epoch ms, or None when absent or unparseable: the seed's
+    top-level ``commitTimestamp``, or in a change record of AWS DMS's shape (``postgres-cdc``)
+    ``metadata.timestamp``, the transaction's commit time."""
+    if data.find(b'"commitTimestamp"') >= 0:
+        try:
+            value = json.loads(data).get("commitTimestamp")
+            return parse_iso_ms(value) if isinstance(value, str) else None
+        except (ValueError, AttributeError, TypeError, OverflowError):
+            return None
+    if data.find(b'"metadata"') < 0:
         return None
     try:
-        value = json.loads(data).get("commitTimestamp")
+        meta = json.loads(data).get("metadata")
+        value = meta.get("timestamp") if isinstance(meta, dict) else None
         return parse_iso_ms(value) if isinstance(value, str) else None
     except (ValueError, AttributeError, TypeError, OverflowError):
         return None

@@ -66,12 +66,12 @@ def build(args: argparse.Namespace, config: Any, run_dir: Path, worker_id: str):
     from replicator.runners.poller import NoClaims, Poller
     from xrh.aws import AwsClients
     from xrh.contracts import WatermarkClaim, checkpoint_scope
-    from xrh.resources import ResourceNames
+    from xrh.resources import replicated_names
 
     sample = getattr(args, "behaviour", "reference") == "sample"
     side = Side(args.side)
     target = side.other
-    names = ResourceNames(config.prefix)
+    names = replicated_names(config)
     source_region, target_region = config.region(side), config.region(target)
     clients = AwsClients(config, max_attempts=1, read_timeout=10.0)
     writes = AwsClients(config, max_attempts=1, **options.write_timeouts(args))
@@ -230,12 +230,13 @@ def _sample_replicator(config, names, side, source_region, target_region, scope,
     return replicator, sink, lookup, lambda: row.calls
 
 
-REPLICATED_PIPELINES = ("kinesis", "dynamodb", "action-log", "active-active")
+REPLICATED_PIPELINES = ("kinesis", "dynamodb", "action-log", "active-active", "postgres-cdc")
 
 
 def run(args: argparse.Namespace) -> int:
     from xrh.config import config_from_options
     from xrh.endpoint import resolve_config
+    from xrh.resources import replicated_names
 
     options.check(args)
     config = config_from_options(args)
@@ -270,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     poller, files = build(args, config, run_dir, worker_id)
     early_signals.handle(stop=poller.request_stop, drain=poller.request_drain)
     label = f" ({files.behaviour})" if files.behaviour else ""
-    print(f"replicating {config.prefix}-stream from side {args.side} as {worker_id}{label}; "
+    print(f"replicating {replicated_names(config).stream} from side {args.side} as {worker_id}{label}; "
           f"log {files.log_path}", file=sys.stderr)  # fmt: skip
     try:
         code = poller.run()

@@ -31,11 +31,6 @@ def test_refusals_exit_3_with_a_message(extra, message, capsys) -> None:
     assert message in capsys.readouterr().err
 
 
-def test_pipelines_without_a_replicator_are_refused(capsys) -> None:
-    assert cli.main(["--pipeline", "postgres-cdc"]) == 3
-    assert "no replicator for this pipeline yet" in capsys.readouterr().err
-
-
 def test_the_stream_read_limit_is_capped_at_what_one_getrecords_returns() -> None:
     assert options.dynamodb_batch_limit(5000) == 1000
     assert options.dynamodb_batch_limit(1000) == 1000

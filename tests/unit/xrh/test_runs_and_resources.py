@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from xrh.config import Side, parse_config
 from xrh.errors import UsageError
-from xrh.resources import BucketSpec, StreamSpec, TableSpec, resources_for
+from xrh.resources import BucketSpec, StreamSpec, TableSpec, replicated_names, resources_for
 from xrh.runs import CONFIG_FILE, create_run, open_run
 
 
@@ -41,9 +42,21 @@ def test_kinesis_pipeline_resources_per_region() -> None:
 
 
 def test_pipeline_without_resources_is_a_usage_error() -> None:
-    config = parse_config(["--pipeline", "postgres-cdc"], environ={})
+    config = dataclasses.replace(parse_config([], environ={}), pipeline="no-such-pipeline")
     with pytest.raises(UsageError, match="not available for this pipeline yet"):
         resources_for(config, Side.A)
+
+
+def test_postgres_cdc_resources_are_the_kinesis_ones_around_the_change_stream() -> None:
+    config = parse_config(["--prefix", "demo", "--pipeline", "postgres-cdc"], environ={})
+    for side in (Side.A, Side.B):
+        specs = resources_for(config, side)
+        streams = [s.name for s in specs if s.kind == "kinesis stream"]
+        assert streams == ["demo-cdc"]
+        active = next(s for s in specs if s.name == "demo-active-region")
+        assert active.items[0]["streamName"] == "demo-cdc"
+    assert replicated_names(config).stream == "demo-cdc"
+    assert replicated_names(config).checkpoint_table == "demo-checkpoints"
 
 
 def test_action_log_resources_put_the_log_in_a_and_a_table_in_each_region() -> None:
