@@ -51,6 +51,12 @@ transactions all of whose records Kinesis acknowledged. Capture appends about on
 "notify", "confirmed_lsn", "pending_bytes", "records_put", "last_commit_ms"}`` (``pending_bytes``
 is the WAL between the slot's confirmed position and the server's current one; null for notify).
 
+The run directory's ``postgres.json`` (:data:`POSTGRES_FILE`) says where the database is:
+``{"url": "postgresql://...", "managed": true | false, "data_dir": <path or null>, "table":
+"public.<table>", "slot": ..., "publication": ...}`` (``managed``: the harness started a
+throwaway server for the run and stops it at the end). Capture, the load and verify read it; a
+user's ``--postgres-url`` is written there without its password.
+
 ``--capture notify`` (the seed's trigger + LISTEN/NOTIFY design, reproduced for comparison)
 uses the trigger function :func:`notify_function_name` and channel :func:`notify_channel`; its
 records have the same shape, with ``transaction-id`` from ``txid_current()``.
@@ -76,6 +82,7 @@ RECORD_TYPE = "data"
 PARTITION_KEY_TYPE = "primary-key"
 ROLLED_BACK = "rolled back on purpose"
 LAG_FILE = "capture-lag.jsonl"
+POSTGRES_FILE = "postgres.json"
 CAPTURE_MODES = ("slot", "notify")
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
