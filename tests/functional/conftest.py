@@ -1,10 +1,13 @@
 """Fixtures shared by every functional test: one embedded endpoint for the session, and a
-freshly provisioned pipeline (unique prefix) per test, so tests never see each other's data."""
+freshly provisioned pipeline (unique prefix) per test, so tests never see each other's data;
+a throwaway PostgreSQL server per test process for the postgres-cdc pipeline."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 
 from xrh.config import HarnessConfig, parse_config
 from xrh.endpoint import EmbeddedEndpoint
+from xrh.postgres_server import PostgresServer, throwaway_server
 from xrh.provision import destroy, provision
 
 _prefixes = itertools.count(1)
@@ -36,3 +40,19 @@ def provisioned(endpoint: EmbeddedEndpoint, tmp_path: Path) -> Iterator[HarnessC
     yield config
     if endpoint.alive():
         destroy(config)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server (wal_level logical, 127.0.0.1 and a socket in its data
+    directory) per test process; tests use tables, publications and slots of their own prefix.
+    The folder is open to the server's user (it runs as 'postgres' when the tests run as root;
+    pytest's own temporary folders are closed to other users)."""
+    base = Path(tempfile.mkdtemp(prefix="xrh-pg-"))
+    os.chmod(base, 0o755)
+    server = throwaway_server(base)
+    try:
+        yield server
+    finally:
+        server.remove()
+        shutil.rmtree(base, ignore_errors=True)
