@@ -48,6 +48,8 @@ class LedgerRow(NamedTuple):
     invoked_at: int
     completed_at: int | None
     error: str | None
+    txn: str | None = None  # postgres-cdc: the statement's transaction id
+    rows: int | None = None  # postgres-cdc: rows the statement changed
 
 
 COLUMNS = LedgerRow._fields
