@@ -54,6 +54,11 @@ class LedgerRow(NamedTuple):
 
 COLUMNS = LedgerRow._fields
 _INSERT = f"INSERT INTO ledger ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+#: The stream and table producers' rows stop before the postgres-cdc columns (txn, rows).
+_BASE_COLUMNS = COLUMNS[: COLUMNS.index("txn")]
+_INSERT_BASE = (
+    f"INSERT INTO ledger ({', '.join(_BASE_COLUMNS)}) VALUES ({', '.join('?' * len(_BASE_COLUMNS))})"
+)
 
 
 class LedgerSink(Protocol):
@@ -147,8 +152,13 @@ class LedgerWriter:
                     except queue.Empty:
                         break
                 if batch:
+                    base = [row for row in batch if len(row) == len(_BASE_COLUMNS)]
+                    full = [row for row in batch if len(row) != len(_BASE_COLUMNS)] if len(
+                        base) != len(batch) else []  # fmt: skip
                     with db:
-                        db.executemany(_INSERT, batch)
+                        db.executemany(_INSERT_BASE, base)
+                        if full:
+                            db.executemany(_INSERT, full)
                     self._rows += len(batch)
                     self._counts.update(row[11] for row in batch)
         except BaseException as exc:  # noqa: BLE001 - reported by close()
