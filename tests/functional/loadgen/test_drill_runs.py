@@ -1,6 +1,10 @@
-"""Every kinesis drill as a short functional test: `xrh drill NAME` (a headless Locust run with
-the drill's fault schedule, drain and verify) must end valid with the reference replicator, its
-steps all taken. `xrh drill --all` runs the same drills longer, on demand."""
+"""Every drill as a short functional test: `xrh drill NAME` (a headless Locust run with the
+drill's fault schedule, drain and verify) must end valid with the reference replicator, its
+steps all taken. `xrh drill --all` runs the same drills longer, on demand.
+
+The default run takes each pipeline's worst faults (:data:`DEFAULT_DRILLS`: crashes, the
+failover, the outages that once found real bugs) and the published samples' failures; the
+rest of the matrix is marked ``drill_matrix`` and runs with ``pytest --drill-matrix``."""
 
 from __future__ import annotations
 
@@ -23,6 +27,23 @@ DRILL_SECONDS = "12s"
 LONGER: dict[str, str] = {}
 
 
+DEFAULT_DRILLS = {
+    "kinesis": ("replicator-crash", "failover", "source-outage", "lost-answers", "poison-record"),
+    "dynamodb": ("bootstrap-crash",),
+    "action-log": ("consumer-crash",),
+    "active-active": ("clock-skew", "forwarder-crash"),
+}
+
+
+def drills_of(pipeline: str) -> list:
+    """The pipeline's drill names, those outside :data:`DEFAULT_DRILLS` marked drill_matrix."""
+    return [
+        pytest.param(d.name, marks=() if d.name in DEFAULT_DRILLS[pipeline]
+                     else pytest.mark.drill_matrix)
+        for d in catalogue(pipeline)
+    ]  # fmt: skip
+
+
 def run_drill(cwd: Path, name: str, *extra: str, run_time: str | None = None,
               ) -> tuple[int, str, dict, list[dict]]:  # fmt: skip
     proc = subprocess.Popen(
@@ -43,7 +64,7 @@ def run_drill(cwd: Path, name: str, *extra: str, run_time: str | None = None,
     return proc.returncode, out, report, timeline
 
 
-@pytest.mark.parametrize("name", [d.name for d in catalogue("kinesis")])
+@pytest.mark.parametrize("name", drills_of("kinesis"))
 def test_reference_replicator_ends_the_drill_valid(tmp_path, name):
     code, out, report, timeline = run_drill(tmp_path, name)
     assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
@@ -63,7 +84,7 @@ def test_reference_replicator_ends_the_drill_valid(tmp_path, name):
 TABLE_DRILL = ("--pipeline", "dynamodb", "--bootstrap-items", "5000")
 
 
-@pytest.mark.parametrize("name", [d.name for d in catalogue("dynamodb")])
+@pytest.mark.parametrize("name", drills_of("dynamodb"))
 def test_reference_replicator_ends_the_table_drill_valid(tmp_path, name):
     code, out, report, timeline = run_drill(tmp_path, name, *TABLE_DRILL, run_time="16s")
     assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
@@ -89,7 +110,7 @@ def test_reference_replicator_ends_the_table_drill_valid(tmp_path, name):
 ACTION_LOG = ("--pipeline", "action-log")
 
 
-@pytest.mark.parametrize("name", [d.name for d in catalogue("action-log")])
+@pytest.mark.parametrize("name", drills_of("action-log"))
 def test_reference_consumers_end_the_action_log_drill_valid(tmp_path, name):
     # 16 s: the crash drill's kills and restarts come about 2 s apart, time enough for a
     # restarted consumer to start applying (and be killed between writes and checkpoint)
@@ -130,7 +151,7 @@ def test_the_proof_of_concepts_consumer_fails_the_crash_drill(tmp_path):
 ACTIVE = ("--pipeline", "active-active")
 
 
-@pytest.mark.parametrize("name", [d.name for d in catalogue("active-active")])
+@pytest.mark.parametrize("name", drills_of("active-active"))
 def test_reference_replicators_end_the_active_active_drill_valid(tmp_path, name):
     code, out, report, timeline = run_drill(tmp_path, name, *ACTIVE)
     assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
