@@ -10,9 +10,10 @@ __all__ = ["Action", "Drill", "Step", "catalogue", "get_drill"]
 
 def catalogue(pipeline: str = "kinesis") -> tuple[Drill, ...]:
     """Every drill of a pipeline, in the order ``--all`` runs them."""
-    from xrh.drills import action_log, active_active, dynamodb, kinesis
+    from xrh.drills import action_log, active_active, dynamodb, kinesis, postgres_cdc
 
-    every = (*kinesis.DRILLS, *dynamodb.DRILLS, *action_log.DRILLS, *active_active.DRILLS)
+    every = (*kinesis.DRILLS, *dynamodb.DRILLS, *action_log.DRILLS, *active_active.DRILLS,
+             *postgres_cdc.DRILLS)  # fmt: skip
     return tuple(d for d in every if d.pipeline == pipeline)
 
 

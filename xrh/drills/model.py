@@ -25,6 +25,7 @@ class Action(enum.Enum):
     SECOND_REPLICATOR = "second-replicator"  # another poller sharing the shards by leases
     RESHARD = "reshard"  # arg: the source stream's new shard count
     FAILOVER = "failover"  # arg: 'a' or 'b', as `xrh failover --to`
+    RESTART_DATABASE = "restart-database"  # arg: 'fast' (clean) or 'immediate' (a crash)
 
 
 # Actions that leave something to undo if the drill stops early, and the step that undoes it.

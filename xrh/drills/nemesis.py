@@ -35,6 +35,7 @@ class DrillEnv(Protocol):
     def second_replicator(self) -> None: ...
     def reshard(self, shards: int) -> None: ...
     def failover(self, to: str) -> None: ...
+    def restart_database(self, mode: str) -> None: ...
 
 
 def _apply(env: DrillEnv, action: Action, arg: str | None) -> None:
@@ -61,6 +62,8 @@ def _apply(env: DrillEnv, action: Action, arg: str | None) -> None:
             env.reshard(int(arg or "8"))
         case Action.FAILOVER:
             env.failover(arg or "b")
+        case Action.RESTART_DATABASE:
+            env.restart_database(arg or "fast")
 
 
 class Nemesis:

@@ -36,6 +36,8 @@ PIPELINE_COLUMNS = {
     "kinesis": COLUMNS,
     "action-log": (*TABLE_COLUMNS, "double_applied"),
     "active-active": ("diverged", "stale", "lost", "phantom", "resurrected", "ping_pong"),
+    "postgres-cdc": ("lost", "phantom", "reordered", "incomplete_transaction", "diverged",
+                     "checkpoint_ahead"),
 }
 
 
