@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-items", type=int, default=None,
                         help="dynamodb: items loaded into A before the replicator starts "
                         "(default: the drill's own, 20000)")  # fmt: skip
+    parser.add_argument("--capture", choices=("slot", "notify"), default=None,
+                        help="postgres-cdc: capture through the replication slot (default) or "
+                        "the seed's trigger + LISTEN/NOTIFY")  # fmt: skip
 
 
 def locustfile() -> Path:
@@ -107,6 +110,8 @@ def command(args: argparse.Namespace, drill: Drill, replicator: str) -> list[str
     # given here; a value given here wins.
     if getattr(args, "bootstrap_items", None) is not None:
         cmd += ["--bootstrap-items", str(args.bootstrap_items)]
+    if getattr(args, "capture", None) is not None:
+        cmd += ["--capture", args.capture]
     if args.seed is not None:
         cmd += ["--seed", str(args.seed)]
     return cmd
