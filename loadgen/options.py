@@ -12,7 +12,9 @@ records per PutRecords for kinesis and action-log, 100 writes buffered per flush
 ``--batch-writes``, ``--bootstrap-items`` and ``--scan-segments`` drive the dynamodb pipeline's
 table writes; ``--ops`` weighs the dynamodb pipeline's writes and the action log's actions
 (each its own operations and defaults); ``--lazy-rate`` caps the action log's lazy consumer;
-active-active has the dynamodb pipeline's defaults and :mod:`loadgen.active_options`. Given to a
+active-active has the dynamodb pipeline's defaults and :mod:`loadgen.active_options`;
+postgres-cdc paces transactions (``--rate-per-user`` 10) and has :mod:`loadgen.postgres_options`
+(``--batch-size`` and ``--linger`` do not apply to it: a transaction is sent as it is drawn). Given to a
 run of another pipeline they are refused (exit 3): a run that silently ignores what was asked for
 proves something else.
 ``--drill NAME`` takes the drill of the run's pipeline, and the drill's load options
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadgen import active_options as aa
+from loadgen import postgres_options as pg
 from loadgen.actions import DEFAULT_ACTION_OPS
 from loadgen.errors import LoadgenUsageError
 from loadgen.item_writes import DEFAULT_OPS, ops_text
@@ -44,15 +47,17 @@ from xrh.faults import FAULTS_ENV, parse_faults
 # reproduced; external: produce and verify only (a replicator you run)
 REPLICATOR_MODES = ("embedded", "reference", "sample", "external")
 LOAD_SHAPES = ("steady", "step", "spike")
-LOAD_PIPELINES = ("kinesis", "dynamodb", "action-log", "active-active")  # what it drives
+LOAD_PIPELINES = ("kinesis", "dynamodb", "action-log", "active-active", "postgres-cdc")  # what it drives
 TABLE_PIPELINES = ("dynamodb", "active-active")  # writes buffered per flush, not PutRecords
 #: per pipeline: records (kinesis) or writes (dynamodb) per second per user. A table write is
 #: mostly one call (about 1.5 ms of botocore CPU in the Locust process and a few ms of moto's):
 #: the main command's 20 users at 10 writes/s (200/s) leave the replicator room on two cores;
 #: at 20 writes/s (400/s asked) they were measured at about 275/s, moto's latency tenfold.
 #: An action is one record but one to 25 table writes by each of the action log's two
-#: consumers, so the action log starts where the dynamodb pipeline does.
-DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0, "action-log": 10.0, "active-active": 10.0}
+#: consumers, so the action log starts where the dynamodb pipeline does. postgres-cdc: transactions
+#: (1..--statements-per-txn statements each) per second per user.
+DEFAULT_RATE = {"kinesis": 100.0, "dynamodb": 10.0, "action-log": 10.0, "active-active": 10.0,
+                "postgres-cdc": 10.0}  # fmt: skip
 #: per pipeline: records per PutRecords (kinesis, action-log), writes per flush (dynamodb)
 DEFAULT_BATCH = {"kinesis": 500, "dynamodb": 100, "action-log": 500, "active-active": 100}
 MAX_BATCH = {"kinesis": 500, "dynamodb": 10_000, "action-log": 500}
@@ -68,7 +73,8 @@ PIPELINE_OPTIONS = (("ops", "--ops", ("dynamodb", "action-log", "active-active")
                     ("bootstrap_items", "--bootstrap-items", ("dynamodb",)),
                     ("scan_segments", "--scan-segments", ("dynamodb",)),
                     ("lazy_rate", "--lazy-rate", ("action-log",)),
-                    *((d, f, ("active-active",)) for d, f in aa.ACTIVE_OPTIONS))  # fmt: skip
+                    *((d, f, ("active-active",)) for d, f in aa.ACTIVE_OPTIONS),
+                    *((d, f, ("postgres-cdc",)) for d, f in pg.POSTGRES_OPTIONS))  # fmt: skip
 DYNAMODB_OPTIONS = tuple((d, f) for d, f, p in PIPELINE_OPTIONS if "dynamodb" in p)
 
 
@@ -98,6 +104,7 @@ class LoadOptions:
     scan_segments: int = DEFAULT_SCAN_SEGMENTS  # dynamodb: the replicator's parallel scan
     lazy_rate: float = DEFAULT_LAZY_RATE  # action-log: the lazy consumer's actions/s
     active: aa.ActiveOptions = aa.ActiveOptions()  # active-active: regions, hot set, skew, stamps
+    postgres: pg.PostgresOptions = pg.PostgresOptions()  # postgres-cdc: transactions, database
 
 
 def add_options(parser: Any, *, web_ui: bool = True) -> None:
@@ -119,8 +126,9 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--key-skew", type=float, default=1.1, help="zipf skew (default 1.1)")
     add("--hot-key-share", type=float, default=0.5, help="hot: share of records on the hot key")
     add("--rate-per-user", type=float, default=None,
-        help="records (kinesis), table writes (dynamodb) or actions (action-log) per second "
-        "per user; 0 for as fast as possible (default 100 for kinesis, 10 for the others)")  # fmt: skip
+        help="records (kinesis), table writes (dynamodb), actions (action-log) or transactions "
+        "(postgres-cdc) per second per user; 0 for as fast as possible (default 100 for "
+        "kinesis, 10 for the others)")  # fmt: skip
     add("--batch-size", type=int, default=None, help="kinesis, action-log: records per "
         "PutRecords (default 500); dynamodb: writes buffered per flush (default 100)")  # fmt: skip
     add("--linger", type=float, default=0.2, help="seconds a record may wait for a fuller batch")
@@ -156,6 +164,7 @@ def add_options(parser: Any, *, web_ui: bool = True) -> None:
     add("--lazy-rate", default=None, help="action-log: actions per second the lazy consumer "
         f"(region B's table) applies (default {DEFAULT_LAZY_RATE:g})")  # fmt: skip
     aa.add_active_options(add)
+    pg.add_postgres_options(add)
 
 
 def _choice(value: Any, choices: tuple[str, ...], flag: str) -> str:
@@ -270,6 +279,7 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
         raise LoadgenUsageError(f"--lazy-rate {lazy_rate}: actions per second, above 0")
     ops = aa.pipeline_ops(pipeline, g("ops"))
     active = aa.active_options(g, keyspace.size) if pipeline == aa.PIPELINE else aa.ActiveOptions()
+    postgres = pg.postgres_options(g) if pipeline == "postgres-cdc" else pg.PostgresOptions()
     return LoadOptions(
         template_text=text,
         template=template,
@@ -295,6 +305,7 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
         scan_segments=segments,
         lazy_rate=lazy_rate,
         active=active,
+        postgres=postgres,
     )
 
 
@@ -314,7 +325,8 @@ OPTION_DESTS = ("template", "keys", "key_distribution", "key_skew", "hot_key_sha
                 "rate_per_user", "batch_size", "linger", "replicator", "drill", "no_verify",
                 "seed", "load_shape", "drain_timeout", "verify_timeout", "settle_seconds",
                 "faults", "ops", "batch_writes", "bootstrap_items", "scan_segments", "lazy_rate",
-                "run_time", *(dest for dest, _ in aa.ACTIVE_OPTIONS))  # fmt: skip
+                "run_time", *(dest for dest, _ in aa.ACTIVE_OPTIONS),
+                *(dest for dest, _ in pg.POSTGRES_OPTIONS))  # fmt: skip
 
 
 def wire_options(parsed: Any, options: LoadOptions) -> dict[str, Any]:
@@ -355,4 +367,5 @@ def public_dict(options: LoadOptions) -> dict[str, Any]:
             if options.pipeline == "action-log" else {}
         ),
         **aa.active_public(options.pipeline, options.ops, options.active),
+        **pg.postgres_public(options.pipeline, options.postgres),
     }  # fmt: skip
