@@ -24,6 +24,7 @@ from xrh.errors import EXIT_USAGE, HarnessError, UsageError
 # subcommand -> (module, help). Modules expose add_arguments(parser) and run(args) -> int.
 EXTERNAL_COMMANDS = {
     "replicate": ("replicator.runners.cli", "run the reference replicator as a standalone poller"),
+    "capture": ("replicator.runners.capture_cli", "capture PostgreSQL changes into {prefix}-cdc"),
     "verify": ("verify.cli", "verify a run (or two streams) and write report.json and report.html"),
     "drill": ("xrh.drills.runner", "run a fault drill (load + fault schedule + verify), or --all"),
 }
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [sys.argv[0], *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "replicate":  # only the replicator takes over the early signals
+    if args.command not in ("replicate", "capture"):  # only these take over the early signals
         early_signals.restore_defaults()
     try:
         return int(args.handler(args))
