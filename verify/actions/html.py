@@ -8,45 +8,47 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from verify.charts import line_chart
 from verify.html_report import (
     EXAMPLES_CSS,
     anomaly_table,
-    drill_table,
-    faults_table,
+    events_section,
+    examples_table_of,
     json_cell,
+    kind_sections,
     lag_text,
-    line_chart,
     page_start,
     pair_rows,
+    run_marks,
 )
 
 
 def examples_table(report: dict[str, Any]) -> str:
-    """Every example: region, key, the action that left the fold's state, expected, found."""
-    rows = ""
-    for kind, anomaly in report["anomalies"].items():
-        for e in anomaly["examples"]:
+    """Each kind's examples (collapsible): region, key, the action that left the fold's
+    state (trace, shard and sequence number), the item expected and the item found."""
+
+    def table(kind: str, examples: list[Any]) -> str:
+        rows = []
+        for e in examples:
             key = ", ".join(f"{k}={v}" for k, v in (e.get("key") or {}).items())
             where = (
                 f"{e.get('trace') or ''} {e.get('shard') or ''}#{e.get('sequence_number') or ''}"
             )
-            rows += (
-                f'<tr><td class="kind">{escape(kind)}</td><td>{escape(str(e.get("region")))}'
-                f"</td><td>{escape(key)}</td><td>{escape(str(e.get('explanation', '')))}</td>"
-                f"<td>{escape(where)}</td><td>{json_cell(e.get('expected'))}</td>"
-                f"<td>{json_cell(e.get('found'))}</td></tr>"
+            rows.append(
+                f"<td>{escape(str(e.get('region')))}</td><td>{escape(key)}</td>"
+                f"<td>{escape(str(e.get('explanation', '')))}</td><td>{escape(where)}</td>"
+                f"<td>{json_cell(e.get('expected'))}</td><td>{json_cell(e.get('found'))}</td>"
             )
-    if not rows:
-        return "<p>No anomaly.</p>"
-    return (
-        '<table id="action-examples"><thead><tr><th>anomaly</th><th>region</th><th>key</th>'
-        "<th>why</th><th>action (trace, shard#sequence)</th><th>expected (fold)</th>"
-        f"<th>found (table)</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
+        return examples_table_of("<th>region</th><th>key</th><th>why</th><th>action (trace, "
+                                 "shard#sequence)</th><th>expected (fold)</th><th>found "
+                                 "(table)</th>", rows)  # fmt: skip
+
+    return kind_sections(report, table, "action-examples")
 
 
-def lag_charts(lag: dict[str, Any]) -> str:
-    """One chart per consumer: the largest and the mean lag of its shards per time bucket."""
+def lag_charts(lag: dict[str, Any], report: dict[str, Any] | None = None) -> str:
+    """One chart per consumer: the largest and the mean lag of its shards per time bucket;
+    with ``report``, its injected faults and drill steps marked on the time axis."""
     if not lag.get("file"):
         return f"<p>{escape(str(lag.get('note') or 'no consumer lag recorded'))}</p>"
     over = lag.get("over_time") or {}
@@ -61,8 +63,9 @@ def lag_charts(lag: dict[str, Any]) -> str:
             [(p["t_ms"] - start) / 1000 for p in points],
             {"max ms": [p["max"] for p in points], "avg ms": [p["avg"] for p in points]},
             f"seconds since the first sample (bucket {over.get('bucket_ms')} ms)",
-            "millis behind latest",
-        )
+            "millis behind latest (ms)",
+            t0_ms=start or None, marks=run_marks(report, start) if report and start else [],
+        )  # fmt: skip
     summaries = "".join(
         f"<tr><td>{escape(c)}</td>"
         + "".join(f"<td>{s.get(k)}</td>" for k in ("samples", "shards", "p50", "p90", "p99", "max"))
@@ -116,12 +119,11 @@ def render_action_html(report: dict[str, Any]) -> str:
 <table id="action-tables"><tr><th>region</th><th>table</th><th>items</th><th>fold items</th>
 <th>compared key by key</th><th>differing first</th><th>differing after settling</th></tr>
 {tables}</table>
-<h2>Consumer lag over time</h2>{lag_charts(details.get("consumer_lag") or {})}
-<h2>Anomaly examples: expected and found</h2>{examples_table(report)}
+<h2>Consumer lag over time</h2>{lag_charts(details.get("consumer_lag") or {}, report)}
 <h2>Anomalies</h2>
-{anomaly_table(report)}
-{faults_table(details.get("faults") or {})}
-{drill_table(details.get("drill") or {})}
+{anomaly_table(report, drilldown=False)}
+<h3>Examples per anomaly: expected and found</h3>{examples_table(report)}
+{events_section(report, None)}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """

@@ -8,43 +8,42 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from verify.charts import line_chart
 from verify.html_report import (
     EXAMPLES_CSS,
     anomaly_table,
-    drill_table,
-    faults_table,
+    events_section,
+    examples_table_of,
     json_cell,
+    kind_sections,
     lag_text,
-    line_chart,
     page_start,
     pair_rows,
+    run_marks,
 )
 
 
 def examples_table(report: dict[str, Any]) -> str:
-    """Every example: key, why, the winner, and what each region holds."""
-    rows = ""
-    for kind, anomaly in report["anomalies"].items():
-        for e in anomaly["examples"]:
+    """Each kind's examples (collapsible): key, why, the winner, what each region holds."""
+
+    def table(kind: str, examples: list[Any]) -> str:
+        rows = []
+        for e in examples:
             held = {side: e.get(side) for side in ("A", "B")}
-            rows += (
-                f'<tr><td class="kind">{escape(kind)}</td>'
+            rows.append(
                 f"<td>{escape(str((e.get('key') or {}).get('pk')))}</td>"
                 f"<td>{escape(str(e.get('explanation', '')))}</td>"
                 f"<td>{json_cell(e.get('winner') or e.get('stamp'))}</td>"
                 f"<td>{json_cell(held['A'] or e.get('source'))}</td>"
-                f"<td>{json_cell(held['B'] or e.get('forwarded'))}</td></tr>"
+                f"<td>{json_cell(held['B'] or e.get('forwarded'))}</td>"
             )
-    if not rows:
-        return "<p>No anomaly.</p>"
-    return (
-        '<table id="active-examples"><thead><tr><th>anomaly</th><th>key</th><th>why</th>'
-        "<th>winner (ledger)</th><th>region A</th><th>region B</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-    )
+        return examples_table_of("<th>key</th><th>why</th><th>winner (ledger)</th>"
+                                 "<th>region A</th><th>region B</th>", rows)  # fmt: skip
+
+    return kind_sections(report, table, "active-examples")
 
 
-def _lag_section(name: str, found: dict[str, Any]) -> str:
+def _lag_section(name: str, found: dict[str, Any], report: dict[str, Any]) -> str:
     per = found.get("per_direction") or {}
     if not per:
         return f"<p>{escape(name)}: {escape(str(found.get('note') or 'not measured'))}</p>"
@@ -63,7 +62,8 @@ def _lag_section(name: str, found: dict[str, Any]) -> str:
             f"{name} lag {direction} (ms)",
             [(p["t_ms"] - start) / 1000 for p in points],
             {"max ms": [p["max"] for p in points], "avg ms": [p["avg"] for p in points]},
-            f"seconds since the first sample (bucket {over.get('bucket_ms')} ms)", "lag ms",
+            f"seconds since the first sample (bucket {over.get('bucket_ms')} ms)", "lag (ms)",
+            t0_ms=start or None, marks=run_marks(report, start) if start else [],
         )  # fmt: skip
     return (
         f'<table id="{escape(name)}-lag"><tr><th>direction</th><th>samples</th><th>p50</th>'
@@ -111,14 +111,13 @@ def render_active_html(report: dict[str, Any]) -> str:
 <table id="active-tables"><tr><th>side</th><th>table</th><th>region</th><th>live items</th>
 <th>tombstones</th></tr>{tables}</table>
 <h2>Forwarding lag per direction (staging arrival minus change creation)</h2>
-{_lag_section("forwarding", lag.get("forwarding") or {})}
+{_lag_section("forwarding", lag.get("forwarding") or {}, report)}
 <h2>Applied lag per direction (replication-lag.jsonl)</h2>
-{_lag_section("applied", lag.get("applied") or {})}
-<h2>Anomaly examples: the winner and both regions</h2>{examples_table(report)}
+{_lag_section("applied", lag.get("applied") or {}, report)}
 <h2>Anomalies</h2>
-{anomaly_table(report)}
-{faults_table(details.get("faults") or {})}
-{drill_table(details.get("drill") or {})}
+{anomaly_table(report, drilldown=False)}
+<h3>Examples per anomaly: the winner and both regions</h3>{examples_table(report)}
+{events_section(report, None)}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """

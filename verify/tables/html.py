@@ -10,9 +10,10 @@ from typing import Any
 from verify.html_report import (
     EXAMPLES_CSS,
     anomaly_table,
-    drill_table,
-    faults_table,
+    events_section,
+    examples_table_of,
     json_cell,
+    kind_sections,
     lag_text,
     page_start,
     pair_rows,
@@ -26,31 +27,30 @@ def _position(change: Any) -> str:
 
 
 def table_examples(report: dict[str, Any]) -> str:
-    """Each table anomaly's examples with both regions' values side by side."""
-    rows = ""
-    for kind, anomaly in report["anomalies"].items():
-        for e in anomaly["examples"]:
+    """Each kind's examples (collapsible) with both regions' values side by side."""
+
+    def table(kind: str, examples: list[Any]) -> str:
+        rows = []
+        for e in examples:
             key = ", ".join(f"{k}={v}" for k, v in (e.get("key") or {}).items())
             trace_a = e.get("source_trace") or e.get("trace") or ""
-            rows += (
-                f'<tr><td class="kind">{escape(kind)}</td><td>{escape(key)}</td>'
+            rows.append(
+                f"<td>{escape(key)}</td>"
                 f"<td>{escape(str(e.get('explanation', e.get('reason', ''))))}</td>"
                 f"<td>{escape(trace_a)}<br>{_position(e.get('source_change'))}<br>"
                 f"{json_cell(e.get('source_value'))}</td>"
                 f"<td>{escape(e.get('target_trace') or '')}<br>"
                 f"{_position(e.get('target_version_change'))}<br>"
                 f"{json_cell(e.get('target_value'))}</td>"
-                f"<td>{_position(e.get('last_change'))}</td></tr>"
+                f"<td>{_position(e.get('last_change'))}</td>"
             )
-    if not rows:
-        return "<p>No anomaly.</p>"
-    return (
-        '<table id="table-examples"><thead><tr><th>anomaly</th><th>key</th><th>why</th>'
-        "<th>region A: trace, stream position, item</th>"
-        "<th>region B: trace, where A's stream has that version, item</th>"
-        "<th>last change in A's stream</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-    )
+        return examples_table_of(
+            "<th>key</th><th>why</th><th>region A: trace, stream position, item</th>"
+            "<th>region B: trace, where A's stream has that version, item</th>"
+            "<th>last change in A's stream</th>", rows,
+        )  # fmt: skip
+
+    return kind_sections(report, table, "table-examples")
 
 
 def table_section(report: dict[str, Any]) -> str:
@@ -113,9 +113,8 @@ def render_table_html(report: dict[str, Any]) -> str:
 <p id="watermark">{escape(str(report["watermark"].get("statement") or ""))}</p>
 {table_section(report)}
 <h2>Anomalies</h2>
-{anomaly_table(report)}
-{faults_table(report["details"].get("faults") or {})}
-{drill_table(report["details"].get("drill") or {})}
+{anomaly_table(report, drilldown=False)}
+{events_section(report, None)}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>
 """
