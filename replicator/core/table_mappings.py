@@ -150,6 +150,8 @@ def _add_rule(mappings: TableMappings, rule: Any, index: int, source: str) -> No
         return MappingError(f"{source}: rule {rule_id}: {field_name}: {why}")
 
     kind, action = rule.get("rule-type"), rule.get("rule-action")
+    if kind not in ("selection", "transformation", "object-mapping"):
+        raise fail("rule-type", f"{kind!r} is not selection, transformation or object-mapping")
     locator_json = rule.get("object-locator")
     if not isinstance(locator_json, dict):
         raise fail("object-locator", "missing or not an object")
@@ -170,7 +172,7 @@ def _add_rule(mappings: TableMappings, rule: Any, index: int, source: str) -> No
         if action in ("rename", "add-prefix") and (not isinstance(value, str) or not value):
             raise fail("value", f"{action} needs a non-empty string")
         mappings.transforms.append(_Transform(target, action, locator, value))
-    elif kind == "object-mapping":
+    else:
         if action != "map-record-to-record":
             raise fail("rule-action", f"{action!r}: only map-record-to-record is supported")
         params = rule.get("mapping-parameters", {})
@@ -180,8 +182,6 @@ def _add_rule(mappings: TableMappings, rule: Any, index: int, source: str) -> No
         if key_type != "primary-key":
             raise fail("mapping-parameters.partition-key-type",
                        f"{key_type!r}: only primary-key is supported")  # fmt: skip
-    else:
-        raise fail("rule-type", f"{kind!r} is not selection, transformation or object-mapping")
 
 
 def _locator(data: dict, target: str, fail: Callable[[str, str], MappingError]) -> _Locator:
