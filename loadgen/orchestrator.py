@@ -15,12 +15,23 @@ get SIGUSR1 and the run waits for both. Active-active starts both sides' replica
 way (side ``a``: region A's forwarder and applier, side ``b``: region B's), drained together;
 its producers write both regions by ``--region-weights``, so a drill's failover does not move
 them.
+
+postgres-cdc (:meth:`Orchestrator._start_database`): before the load a throwaway PostgreSQL
+server starts in the run directory (``postgres/``, its log ``postgres.log``) unless
+``--postgres-url`` names a database; ``postgres.json`` says where it is (without a password:
+one in ``--postgres-url`` reaches capture and verify as libpq's ``PGPASSWORD``); the table, its
+publication and slot (or the notify trigger, for ``--capture notify``) are created; then the
+capture process and side A's replicator start. At the end capture drains first, then the
+replicator, then verify reads the table; then the throwaway server is stopped and its data
+directory removed (a user's database keeps its table; its slot is dropped, as an abandoned slot
+holds WAL for ever).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +42,12 @@ from typing import TYPE_CHECKING, Any
 from loadgen.errors import OrchestrationError
 from loadgen.ledger import LedgerCollector, LedgerSummary, LedgerWriter
 from loadgen.options import LoadOptions, public_dict
-from loadgen.replicators import ReplicatorProcesses, replicator_command, sides_to_start
+from loadgen.replicators import (
+    ReplicatorProcesses,
+    capture_mode,
+    replicator_command,
+    sides_to_start,
+)
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
 from xrh.errors import EXIT_UNKNOWN
@@ -39,6 +55,7 @@ from xrh.resources import ResourceNames
 
 if TYPE_CHECKING:
     from xrh.drills.nemesis import Nemesis
+    from xrh.postgres_server import PostgresServer
 
 Say = Callable[[str], None]
 
@@ -118,6 +135,7 @@ class RunState:
     ledger: LedgerWriter
     collector: LedgerCollector
     replicators: ReplicatorProcesses | None = None
+    postgres: PostgresServer | None = None  # postgres-cdc: the throwaway server of the run
     nemesis: Nemesis | None = None
     claims_stop: threading.Event | None = None
     claims_thread: threading.Thread | None = None
@@ -178,6 +196,8 @@ class Orchestrator:
             from loadgen.bootstrap import load_bootstrap
 
             load_bootstrap(config, self.options, ledger, run.run_id, say=self.say)
+        if config.pipeline == "postgres-cdc":  # the database, before capture and the load
+            self._start_database(state)
         # Faults start once the run's resources exist; each run logs them in its own directory.
         if self.endpoint is not None:
             self.endpoint.set_faults(
@@ -196,6 +216,72 @@ class Orchestrator:
             self._watch_claims(state)
         self._start_drill(state, time.time() - started)
         return state
+
+    def _start_database(self, state: RunState) -> None:
+        """The throwaway server (unless ``--postgres-url``), ``postgres.json``, and the table,
+        publication and slot (notify: the trigger instead of the slot) before any load."""
+        import psycopg
+
+        from loadgen.postgres_options import public_url, url_password
+        from xrh import postgres_cdc as cdc
+        from xrh import postgres_setup
+
+        url, prefix = self.options.postgres.url, state.config.prefix
+        if url is None:
+            from xrh.postgres_server import throwaway_server
+
+            self.say("starting a throwaway PostgreSQL server in the run directory...")
+            state.postgres = throwaway_server(state.run.path, start=False)
+            state.postgres.start()
+            url = state.postgres.url
+        elif password := url_password(url):
+            os.environ["PGPASSWORD"] = password  # capture (a child) and verify, never on disk
+        server = state.postgres
+        state.run.write_json(cdc.POSTGRES_FILE, {
+            "url": public_url(url), "managed": server is not None,
+            "data_dir": str(server.data_dir) if server is not None else None,
+            "table": f"{cdc.SCHEMA}.{cdc.table_name(prefix)}", "slot": cdc.slot_name(prefix),
+            "publication": cdc.publication_name(prefix),
+        })  # fmt: skip
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            if capture_mode(self.options) == "notify":
+                postgres_setup.create_table(conn, prefix)
+                postgres_setup.create_publication(conn, prefix)
+                postgres_setup.create_notify_trigger(conn, prefix)
+            else:
+                postgres_setup.create_all(conn, prefix)
+        self.say(f"database: {public_url(url)}, table {cdc.SCHEMA}.{cdc.table_name(prefix)}")
+
+    def restart_database(self, mode: str = "fast") -> None:
+        """Restart the run's throwaway server (a drill): ``fast`` or ``immediate`` (a crash)."""
+        server = self.state.postgres if self.state is not None else None
+        if server is None:
+            raise OrchestrationError("restarting the database needs the run's throwaway "
+                                     "PostgreSQL server (not --postgres-url)")  # fmt: skip
+        self.say(f"restarting PostgreSQL ({mode})...")
+        server.restart(mode)
+
+    def _stop_database(self, state: RunState) -> None:
+        """Stop the throwaway server and remove its data directory; on a user's database drop
+        the run's slot, publication and trigger (best effort, idempotent)."""
+        if state.postgres is not None:
+            server, state.postgres = state.postgres, None
+            server.remove()
+            self.say("PostgreSQL stopped; its data directory removed")
+            return
+        from xrh.postgres_cdc import POSTGRES_FILE
+
+        if self.options.postgres.url and state.run.file(POSTGRES_FILE).exists():
+            import psycopg
+
+            from xrh import postgres_setup
+
+            try:
+                with psycopg.connect(self.options.postgres.url, autocommit=True,
+                                     connect_timeout=10) as conn:  # fmt: skip
+                    postgres_setup.drop_all(conn, state.config.prefix, keep_table=True)
+            except psycopg.Error as exc:
+                self.say(f"could not drop the run's slot and publication: {exc}")
 
     def _watch_claims(self, state: RunState) -> None:
         """Look at the target's checkpoint table every half second for the whole run, so
@@ -296,6 +382,7 @@ class Orchestrator:
             raise
         finally:
             self._stop_replicator(state)
+            self._stop_database(state)
             self.last, self.state = state, None
 
     def _drain(self, state: RunState, sleep: Callable[[float], None]) -> str | None:
@@ -309,7 +396,8 @@ class Orchestrator:
                         f"{lag.get('changes_applied') or 0} changes applied")  # fmt: skip
             elif len(sides_to_start(state.config.pipeline)) > 1:  # say which side is not done
                 sides = state.replicators.running_sides() if state.replicators else []
-                who = "consumers" if state.config.pipeline == "action-log" else "replicators"
+                who = {"action-log": "consumers", "postgres-cdc": "capture and replicator"}.get(
+                    state.config.pipeline, "replicators")  # fmt: skip
                 self.say(f"  draining: {who} still running: {', '.join(sides) or '-'}")
                 return
             self.say(f"  draining: {done}, max lag {lag.get('commit_lag_ms_max')} ms")
@@ -344,6 +432,7 @@ class Orchestrator:
             self.say(f"ledger: {exc}")
         finally:
             self._stop_replicator(state)
+            self._stop_database(state)
             self.last, self.state = state, None
 
     def close(self) -> None:

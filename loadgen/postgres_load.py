@@ -410,3 +410,31 @@ def database_url(explicit: str | None, run_path: Path) -> str:
         from loadgen.errors import OrchestrationError
 
         raise OrchestrationError(f"no database for the load: {path} unreadable ({exc})") from None
+
+
+def postgres_producer(context: Any, report: TxnReport | None = None) -> tuple[PostgresProducer, Any]:
+    """The run's next producer of transactions and its pacer (``--rate-per-user``
+    transactions per second), from a :class:`loadgen.context.LoadContext`: named and seeded as
+    that context names and seeds its own producers, kept in ``context.producers`` (so
+    ``close_all`` sends its final batch), connected to the run's database."""
+    from loadgen.context import producer_name
+    from loadgen.producers import Pacer
+
+    config, options = context.config, context.options
+    index = len(context.producers) + 1
+    producer_id = producer_name(context.run_id, context.node, index)
+    local = f"{context.node}u{index}"  # seeded by the node-local name, as LoadContext does
+    rng = _random.Random(f"{options.seed}:{local}") if options.seed is not None else _random.Random()
+    pg = options.postgres
+    settings = PostgresSettings(
+        qualified_table(config.prefix), config.region_a, statements_per_txn=pg.statements_per_txn,
+        rollback_share=pg.rollback_share, ops=pg.ops,
+    )  # fmt: skip
+    url = database_url(pg.url, Path(config.runs_dir) / context.run_id)
+    producer = PostgresProducer(
+        producer_id, options.template.bind(rng=rng, producer=producer_id),
+        options.keyspace.build(rng), psycopg_connector(url), context.ledger, settings, rng=rng,
+        report=report,
+    )  # fmt: skip
+    context.producers.append(producer)
+    return producer, Pacer(options.rate_per_user)

@@ -7,6 +7,12 @@ lease table. Side B's replicator is started when a drill fails over to B (it cop
 producers write there back to A). When
 production stops every live process gets SIGUSR1: each drains and exits 0 once caught up and
 quiet, or 2 if it could not within ``--drain-timeout``.
+
+The ``postgres-cdc`` pipeline adds the capture process, side :data:`CAPTURE` (``python -m xrh
+capture``: the table's committed changes into region A's ``{prefix}-cdc``; its own JSON log is
+``capture.log``, its output ``capture-output.log``), started, killed, frozen and restarted like a
+replicator (drills name it ``capture``). It drains first: the kinesis replicator copying A's
+change stream to B gets SIGUSR1 only once capture has put everything and exited.
 """
 
 from __future__ import annotations
@@ -28,13 +34,27 @@ if TYPE_CHECKING:
     from xrh.config import HarnessConfig
 
 LOG_NAME = "replicator-a.log"  # side A's; side B's is replicator-b.log
+CAPTURE = "capture"  # postgres-cdc: the capture process's side
+DRAINED_FIRST = (CAPTURE,)  # sides drained before the others (they feed them)
+
+
+def log_name(side: str) -> str:
+    """The file a side's process writes its output to."""
+    return "capture-output.log" if side == CAPTURE else f"replicator-{side}.log"
+
+
+def process_name(side: str) -> str:
+    return "capture" if side == CAPTURE else f"replicator of side {side.upper()}"
 
 
 def sides_to_start(pipeline: str) -> tuple[str, ...]:
     """The replicators a run starts: side A's; the action log's two consumers of region A's
     actions stream, side ``a`` the fast one (A's table), side ``b`` the lazy one (B's);
     active-active's two regions, each side's forwarder (its table's stream to the other
-    region's staging stream) and applier (its staging stream to its table)."""
+    region's staging stream) and applier (its staging stream to its table); postgres-cdc's
+    capture, then side A's replicator (A's change stream to B)."""
+    if pipeline == "postgres-cdc":
+        return (CAPTURE, "a")
     return ("a", "b") if pipeline in ("action-log", "active-active") else ("a",)
 
 
@@ -42,7 +62,12 @@ def replicator_command(config: HarnessConfig, options: LoadOptions, run_path: Pa
                        endpoint: list[str]) -> list[str]:  # fmt: skip
     """``python -m xrh replicate`` for ``side`` of the run (``endpoint``: the flags that point
     it at the run's endpoints); the action log's consumer of the side
-    (:data:`xrh.action_log.CONSUMERS`), the lazy one at ``--max-rate`` ``--lazy-rate``."""
+    (:data:`xrh.action_log.CONSUMERS`), the lazy one at ``--max-rate`` ``--lazy-rate``; for
+    side :data:`CAPTURE`, :func:`capture_command`. In postgres-cdc the published sample is the
+    seed's notify capture (``--replicator sample``), so side A's copier stays the reference."""
+    if side == CAPTURE:
+        return capture_command(config, options, run_path, endpoint)
+    sample = options.replicator == "sample" and config.pipeline != "postgres-cdc"
     consumer: list[str] = []
     if config.pipeline == "action-log":
         consumer = ["--consumer", "fast"] if side == "a" else [
@@ -51,11 +76,29 @@ def replicator_command(config: HarnessConfig, options: LoadOptions, run_path: Pa
         sys.executable, "-m", "xrh", "replicate", "--pipeline", config.pipeline,
         "--side", side, "--run-dir", str(run_path), "--prefix", config.prefix, *endpoint,
         "--drain-timeout", str(options.drain_timeout_s),
-        *(["--behaviour", "sample"] if options.replicator == "sample" else []),
+        *(["--behaviour", "sample"] if sample else []),
         *(["--scan-segments", str(options.scan_segments)]
           if config.pipeline == "dynamodb" else []),
         *consumer,
         *(options.drill.replicator_args if options.drill else ()),
+    ]  # fmt: skip
+
+
+def capture_mode(options: LoadOptions) -> str:
+    """``--capture``, or ``notify`` for ``--replicator sample`` (the seed's design)."""
+    return "notify" if options.replicator == "sample" else options.postgres.capture
+
+
+def capture_command(config: HarnessConfig, options: LoadOptions, run_path: Path,
+                    endpoint: list[str]) -> list[str]:  # fmt: skip
+    """``python -m xrh capture`` for the run: the database from the run's ``postgres.json``
+    (a password of ``--postgres-url`` reaches it as ``PGPASSWORD``, never on a command line)."""
+    mode = capture_mode(options)
+    return [
+        sys.executable, "-m", "xrh", "capture", "--pipeline", config.pipeline,
+        "--run-dir", str(run_path), "--prefix", config.prefix, *endpoint,
+        *(["--capture", mode] if mode != "slot" else []),
+        "--drain-timeout", str(options.drain_timeout_s),
     ]  # fmt: skip
 
 
@@ -85,7 +128,7 @@ class ReplicatorProcesses:
     def start(self, side: str = "a", *, check: bool = True) -> subprocess.Popen[bytes]:
         log = self._logs.get(side)
         if log is None:
-            log = self._logs[side] = (self.run_path / f"replicator-{side}.log").open("ab")
+            log = self._logs[side] = (self.run_path / log_name(side)).open("ab")
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             self.command(side), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
@@ -95,10 +138,10 @@ class ReplicatorProcesses:
             time.sleep(0.5)
             if process.poll() is not None:
                 raise OrchestrationError(
-                    f"the replicator exited at once with code {process.returncode}; "
-                    f"see {self.run_path / f'replicator-{side}.log'}"
+                    f"the {process_name(side)} exited at once with code {process.returncode}; "
+                    f"see {self.run_path / log_name(side)}"
                 )
-        self.say(f"replicator of side {side.upper()} started (pid {process.pid})")
+        self.say(f"{process_name(side)} started (pid {process.pid})")
         return process
 
     def ensure(self, side: str) -> None:
@@ -112,7 +155,7 @@ class ReplicatorProcesses:
         process = self._require("kill", side)
         process.send_signal(signal.SIGKILL)
         process.wait(10)
-        self.say(f"replicator {process.pid} (side {side.upper()}) killed")
+        self.say(f"{process_name(side)} killed (pid {process.pid})")
 
     def freeze(self, side: str = "a") -> None:
         os.kill(self._require("freeze", side).pid, signal.SIGSTOP)
@@ -126,7 +169,7 @@ class ReplicatorProcesses:
     def _require(self, what: str, side: str) -> subprocess.Popen[bytes]:
         process = self.first_of(side)
         if process is None:
-            raise OrchestrationError(f"no running replicator of side {side.upper()} to {what}")
+            raise OrchestrationError(f"no running {process_name(side)} to {what}")
         return process
 
     def running_sides(self) -> list[str]:
@@ -141,14 +184,15 @@ class ReplicatorProcesses:
         for side in dict.fromkeys(self._sides.values()):
             if side not in running:
                 codes = [p.returncode for p in self.processes if self._sides[p.pid] == side]
-                return (f"the replicator of side {side.upper()} exited early (codes {codes}); "
-                        f"see replicator-{side}.log")  # fmt: skip
+                return (f"the {process_name(side)} exited early (codes {codes}); "
+                        f"see {log_name(side)}")  # fmt: skip
         return None
 
     def drain(self, timeout_s: float, sleep: Callable[[float], None],
               progress: Callable[[], None]) -> str | None:  # fmt: skip
         """SIGUSR1 to every live process, wait for all; a reason if any did not drain, or if
-        a side started has no live process left to drain (every side must drain)."""
+        a side started has no live process left to drain (every side must drain). The sides
+        of :data:`DRAINED_FIRST` (capture) get it first, the others once they have exited."""
         live = [p for p in self.processes if p.poll() is None]
         if not live:
             codes = [p.returncode for p in self.processes]
@@ -156,17 +200,19 @@ class ReplicatorProcesses:
         self.say("load stopped; waiting for the replicator to drain (SIGUSR1)...")
         gone = self._gone()
         self.thaw()
-        for process in live:
-            process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout_s + 30
-        last_note = 0.0
-        while any(p.poll() is None for p in live) and time.monotonic() < deadline:
-            if time.monotonic() - last_note >= 2:
-                progress()
-                last_note = time.monotonic()
-            sleep(0.2)
+        first = [p for p in live if self._sides[p.pid] in DRAINED_FIRST]
+        for stage in (first, [p for p in live if p not in first]):
+            for process in stage:
+                process.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + timeout_s + 30
+            last_note = 0.0
+            while any(p.poll() is None for p in stage) and time.monotonic() < deadline:
+                if time.monotonic() - last_note >= 2:
+                    progress()
+                    last_note = time.monotonic()
+                sleep(0.2)
         codes = [p.poll() for p in live]
-        logs = ", ".join(f"replicator-{side}.log" for side in dict.fromkeys(self._sides.values()))
+        logs = ", ".join(log_name(side) for side in dict.fromkeys(self._sides.values()))
         if any(code is None for code in codes):
             return f"the replicator did not drain within {timeout_s:.0f}s"
         if gone is not None:
