@@ -235,10 +235,11 @@ def run(args: argparse.Namespace) -> int:
             f"stops with its run): re-checking the read stored in {runs.VERIFY_STORE_FILE}",
             file=sys.stderr,
         )
-    if config.pipeline not in ("kinesis", "dynamodb", "action-log", "active-active"):
+    if config.pipeline not in ("kinesis", "dynamodb", "action-log", "active-active",
+                               "postgres-cdc"):  # fmt: skip
         raise VerifyUsageError(
             f"--pipeline {config.pipeline}: verify supports the kinesis, dynamodb, "
-            "action-log and active-active pipelines so far"
+            "action-log, active-active and postgres-cdc pipelines so far"
         )
     result = run_verify(
         run_dir.path,

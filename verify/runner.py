@@ -103,6 +103,15 @@ def run_verify(
             clock=clock, sleep=sleep, incomplete=incomplete, from_store=from_store,
             settle_s=settle_s, scan_segments=scan_segments, wall_ms=wall_ms,
         )  # fmt: skip
+    if config.pipeline == "postgres-cdc":
+        from verify.cdc.run import run_cdc_verify
+
+        return run_cdc_verify(
+            Path(run_dir), config, timeout_s=timeout_s, progress=progress,
+            fatal_duplicates=fatal_duplicates, tolerance_ms=tolerance_ms, clients=clients,
+            clock=clock, sleep=sleep, wall_ms=wall_ms, incomplete=incomplete,
+            from_store=from_store, settle_s=settle_s,
+        )  # fmt: skip
     if from_store:
         return _verify_stored(run_dir, config, fatal_duplicates, tolerance_ms, stream)
     run = runs.RunDir(Path(run_dir))

@@ -20,7 +20,7 @@ from xrh.contracts import LEDGER_DDL
 RUN = "20260101T000000Z-abcdef"
 PREFIX = "xrh-t1"
 TABLE = pc.table_name(PREFIX)
-T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+T0 = datetime(2024, 11, 24, 10, 0, tzinfo=UTC)  # before any verify: all arrived
 
 
 def iso(moment: datetime) -> str:
