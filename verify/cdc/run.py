@@ -72,12 +72,13 @@ def run_cdc_verify(
     options = {"fatal_duplicates": fatal_duplicates, "tolerance_ms": tolerance_ms}
     if from_store:
         return _from_store(run, config, names, started_at, options, None)
-    db_reason = "no postgres.json in the run directory" if db_info is None else sources.probe(
-        db_info)  # fmt: skip
+    details = _details(run, config, names, db_info)
+    table = details["source_table"]["name"]
+    db_reason = ("no postgres.json in the run directory" if db_info is None
+                 else sources.probe(db_info, table))  # fmt: skip
     if db_reason and stored_read_at(run.path):
         return _from_store(run, config, names, started_at, options,
-                           f"the database cannot be read ({db_reason})")  # fmt: skip
-    details = _details(run, config, names, db_info)
+                           f"the table {table} cannot be read ({db_reason})")  # fmt: skip
     notes: list[str] = details["notes"]
     reasons = list(incomplete or [])
     own_prefix = f"{run.run_id}/" if run.file(runs.LEDGER_FILE).exists() else None
@@ -103,11 +104,11 @@ def run_cdc_verify(
             try:
                 t0 = time.perf_counter()
                 details["source_table"]["rows"] = sources.read_table(
-                    store, db_info, details["source_table"]["name"], own_prefix)  # fmt: skip
+                    store, db_info, table, own_prefix)  # fmt: skip
                 details["timings_s"]["read_table"] = round(time.perf_counter() - t0, 3)
                 table_read = True
             except Exception as exc:  # noqa: BLE001 - any database failure: unknown, said why
-                reasons.append(f"the table {details['source_table']['name']} could not be read: {exc}")
+                reasons.append(f"the table {table} could not be read: {exc}")
         judge_options = {**options, "has_ledger": own_prefix is not None,
                          "table_read": table_read}  # fmt: skip
         rec, judgement = _judge(store, judge_options, details)

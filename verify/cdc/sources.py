@@ -66,8 +66,6 @@ def read_table(store: CdcStore, db: dict[str, Any], table: str, own_prefix: str 
     """Every row of the source table into the store; raises on any database error (psycopg's)."""
     import psycopg
 
-    schema, _, name = table.rpartition(".")
-    qualified = f"{_quoted(schema or pc.SCHEMA)}.{_quoted(name)}"
     columns = ", ".join(_quoted(c) for c in pc.COLUMNS)
 
     def rows(cursor: Any) -> Iterator[tuple]:
@@ -82,20 +80,26 @@ def read_table(store: CdcStore, db: dict[str, Any], table: str, own_prefix: str 
         conn.cursor(name="xrh_verify_table") as cursor,
     ):
         cursor.itersize = FETCH
-        cursor.execute(f"SELECT {columns} FROM {qualified}")
+        cursor.execute(f"SELECT {columns} FROM {_qualified(table)}")
         return store.add_table_rows(rows(cursor))
 
 
-def probe(db: dict[str, Any]) -> str | None:
-    """None when the database answers, else why not (before a fresh store replaces a stored read)."""
+def probe(db: dict[str, Any], table: str) -> str | None:
+    """None when the table can be read, else why not (asked before a fresh store replaces a
+    stored read of it)."""
     try:
         import psycopg
 
         with psycopg.connect(db["url"], connect_timeout=CONNECT_TIMEOUT_S) as conn:
-            conn.execute("SELECT 1")
+            conn.execute(f"SELECT 1 FROM {_qualified(table)} LIMIT 1")
     except Exception as exc:  # noqa: BLE001 - any failure means the table cannot be read
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
     return None
+
+
+def _qualified(table: str) -> str:
+    schema, _, name = table.rpartition(".")
+    return f"{_quoted(schema or pc.SCHEMA)}.{_quoted(name)}"
 
 
 def load_capture_lag(store: CdcStore, run_path: Path) -> dict[str, Any]:

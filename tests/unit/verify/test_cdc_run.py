@@ -57,7 +57,7 @@ def run_dir(tmp_path, monkeypatch):
         rows = state["table"].items()
         return store.add_table_rows((str(k), normal_body(v), v["trace"], 1) for k, v in rows)
 
-    monkeypatch.setattr(sources, "probe", lambda db_info: state["down"])
+    monkeypatch.setattr(sources, "probe", lambda db_info, table: state["down"])
     monkeypatch.setattr(sources, "read_table", read_table)
     return path, state
 
