@@ -79,7 +79,35 @@ class CaptureStats:
     counters: dict[str, int] = field(default_factory=dict)
 
 
-class Capture:
+class Requests:
+    """Stop and drain requests (signal handlers call these). ``wake`` (set by the runner) also
+    runs on a stop: it interrupts a sleep, so a stop is acted on at once."""
+
+    clock: Callable[[], float]
+    wake: Callable[[], object] | None = None
+    _stop = False
+    _drain_at: float | None = None
+    _last_progress: float | None = None
+    exit_reason = ""
+
+    def request_stop(self) -> None:
+        self._stop = True
+        if self.wake is not None:
+            self.wake()
+
+    def request_drain(self) -> None:
+        if self._drain_at is None:
+            self._drain_at = self.clock()
+
+    def _progress_due(self, force: bool, interval_s: float = 1.0) -> bool:
+        now, last = self.clock(), self._last_progress
+        if not force and last is not None and now - last < interval_s:
+            return False
+        self._last_progress = now
+        return True
+
+
+class Capture(Requests):
     def __init__(
         self,
         slot: Slot,
@@ -102,17 +130,6 @@ class Capture:
         self.log = log or (lambda event, **fields: None)
         self.progress = progress
         self.stats = CaptureStats()
-        self._stop = False
-        self._drain_at: float | None = None
-        self._last_progress: float | None = None
-        self.exit_reason = ""
-
-    def request_stop(self) -> None:
-        self._stop = True
-
-    def request_drain(self) -> None:
-        if self._drain_at is None:
-            self._drain_at = self.clock()
 
     # ------------------------------------------------------------------ one step
 
@@ -231,12 +248,8 @@ class Capture:
             self.sleep(seconds)
 
     def _report(self, force: bool) -> None:
-        now = self.clock()
-        last = self._last_progress
-        if self.progress is None or (not force and last is not None
-                                     and now - last < self.settings.progress_interval_s):  # fmt: skip
+        if self.progress is None or not self._progress_due(force, self.settings.progress_interval_s):
             return
-        self._last_progress = now
         try:
             pending = self.slot.pending_bytes()
         except SourceUnavailable:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from replicator.core.batch_result import DeadLetterRecord, DeadLetterSink
-from replicator.core.capture import SourceUnavailable
+from replicator.core.capture import Requests, SourceUnavailable
 from replicator.core.putrecords import EntryStatus, PutEntry, PutRecordsSender
 from replicator.core.records import SourceRecord
 from replicator.core.table_mappings import TableMappings
@@ -83,7 +83,7 @@ def notify_entry(payload: str, columns: Sequence[ColumnInfo], mappings: TableMap
     return PutEntry(partition_key(keys), encode(record))
 
 
-class NotifyCapture:
+class NotifyCapture(Requests):
     def __init__(self, listener: Listener, sender: PutRecordsSender, dead_letters: DeadLetterSink,
                  *, columns: Sequence[ColumnInfo], mappings: TableMappings, region: str,
                  drain_timeout_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
@@ -96,17 +96,6 @@ class NotifyCapture:
         self.progress = progress
         self.records_put = self.dead_lettered = self.lost = self.requests = 0
         self.last_commit_ms: int | None = None
-        self._stop = False
-        self._drain_at: float | None = None
-        self._last_progress: float | None = None
-        self.exit_reason = ""
-
-    def request_stop(self) -> None:
-        self._stop = True
-
-    def request_drain(self) -> None:
-        if self._drain_at is None:
-            self._drain_at = self.clock()
 
     def step(self, timeout_s: float = 0.2) -> int:
         """Receive what was notified and put it; the number of notifications received."""
@@ -170,10 +159,7 @@ class NotifyCapture:
                 return 0
 
     def _report(self, force: bool = False) -> None:
-        now = self.clock()
-        if self.progress is None or (not force and self._last_progress is not None
-                                     and now - self._last_progress < 1.0):  # fmt: skip
+        if self.progress is None or not self._progress_due(force):
             return
-        self._last_progress = now
         self.progress({"records_put": self.records_put, "dead_lettered": self.dead_lettered,
                        "lost": self.lost})  # fmt: skip

@@ -230,13 +230,7 @@ def _slot(args, url, prefix, mappings, sender, dead, region, files, stop):  # no
     capture = Capture(slot, BatchDecoder(mappings, slot.lookup, files.log), sender, dead,
                       slot_name=cdc.slot_name(prefix), region=region, settings=settings,
                       sleep=lambda s: stop.wait(s) and None, log=files.log, progress=progress)  # fmt: skip
-    original = capture.request_stop
-
-    def request_stop() -> None:
-        original()
-        stop.set()
-
-    capture.request_stop = request_stop  # type: ignore[method-assign]
+    capture.wake = stop.set
     return capture, slot.close
 
 
@@ -253,11 +247,5 @@ def _notify(args, url, prefix, mappings, sender, dead, region, files, stop):  # 
         progress=lambda fields: files.lag(confirmed_lsn=None, pending_bytes=None,
                                           records_put=fields["records_put"], last_commit_ms=None),
     )  # fmt: skip
-    original = capture.request_stop
-
-    def request_stop() -> None:
-        original()
-        stop.set()
-
-    capture.request_stop = request_stop  # type: ignore[method-assign]
+    capture.wake = stop.set
     return capture, listener.close

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from test_replicate_poller import stop as stop_all
 
 from xrh import postgres_cdc as cdc
 from xrh import postgres_setup
@@ -71,13 +72,7 @@ def drain(proc: subprocess.Popen, log: Path) -> int:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_all([proc])
 
 
 def run_dir() -> Path:

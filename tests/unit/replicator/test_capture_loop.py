@@ -244,12 +244,17 @@ def test_drain_exits_0_after_an_empty_peek_begun_after_the_request() -> None:
     assert slot.confirmed == slot.wal[-1][0] and len(sink.records) == 1
 
 
-def test_drain_gives_up_with_2_while_the_database_is_down() -> None:
-    slot, sink = FakeSlot(), ScriptedSink()
+def fake_time(cap: Capture) -> None:
+    """A clock that moves only when the capture sleeps."""
     now = [0.0]
-    cap, _ = make(slot, sink, drain_timeout_s=5.0)
     cap.clock = lambda: now[0]
     cap.sleep = lambda s: now.__setitem__(0, now[0] + s)
+
+
+def test_drain_gives_up_with_2_while_the_database_is_down() -> None:
+    slot, sink = FakeSlot(), ScriptedSink()
+    cap, _ = make(slot, sink, drain_timeout_s=5.0)
+    fake_time(cap)
     slot.down = 10**6
     cap.request_drain()
     assert cap.run() == 2 and "drain" in cap.exit_reason
@@ -257,10 +262,8 @@ def test_drain_gives_up_with_2_while_the_database_is_down() -> None:
 
 def test_busy_slot_is_waited_for_then_given_up() -> None:
     slot, sink = FakeSlot(), ScriptedSink()
-    now = [0.0]
     cap, _ = make(slot, sink, slot_wait_s=3.0)
-    cap.clock = lambda: now[0]
-    cap.sleep = lambda s: now.__setitem__(0, now[0] + s)
+    fake_time(cap)
     slot.busy = 10**6
     assert cap.run() == 2 and "busy" in cap.exit_reason
     slot.busy, slot.confirmed = 2, 0
