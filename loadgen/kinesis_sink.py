@@ -43,7 +43,10 @@ class RequestCutOff(Exception):
 
 
 class TimedSink:
-    """Times each request (``perf_counter``, ms) and calls ``report(ms, entries, results, exc)``."""
+    """Times each request (``perf_counter``, ms) and calls ``report(ms, entries, results, exc)``;
+    a report with a ``sized`` method gets ``sized(ms, entries, size, results, exc)`` instead,
+    ``size`` the bytes of the request's records (partition keys and data, as Kinesis counts
+    them against its limits): Locust's request event takes it as the response length."""
 
     def __init__(self, inner: PutRecordsSink, report: RequestReport) -> None:
         self.inner = inner
@@ -58,7 +61,15 @@ class TimedSink:
             # An Exception is the request's own error; anything else (GreenletExit,
             # KeyboardInterrupt) stopped it from outside: say that, not the signal's name.
             reported = exc if isinstance(exc, Exception) else RequestCutOff(ms)
-            self.report(ms, len(entries), None, reported)
+            self._report(ms, entries, None, reported)
             raise
-        self.report((time.perf_counter() - start) * 1000, len(entries), results, None)
+        self._report((time.perf_counter() - start) * 1000, entries, results, None)
         return results
+
+    def _report(self, ms: float, entries: Sequence[PutEntry], results: Sequence[EntryResult] | None,
+                exc: BaseException | None) -> None:  # fmt: skip
+        sized = getattr(self.report, "sized", None)
+        if sized is None:
+            self.report(ms, len(entries), results, exc)
+        else:
+            sized(ms, len(entries), sum(e.size for e in entries), results, exc)

@@ -100,26 +100,35 @@ class Node:
     starting: bool = False  # test start is setting the run up (endpoint, provision, replicator)
     stopped_while_starting: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    request_records: dict[str, int] = field(default_factory=dict)  # records sent per request name
+    report: Any = field(init=False, default=None)  # KinesisRequests: each PutRecords request
+    _reporting: bool = field(init=False, default=False)
 
     def say(self, text: str) -> None:
         print(f"[xrh] {text}", file=sys.stderr, flush=True)
 
-    def report(self, ms: float, n: int, results: Any, exc: BaseException | None) -> None:
-        """One PutRecords request as a Locust request (perf_counter timing, ms)."""
-        if exc is None and results is not None:
-            failed = [r.error_code for r in results if not r.ok]
-            if failed:
-                exc = PartialFailure(f"{len(failed)} of {n} entries failed ({failed[0]})")
-        self.environment.events.request.fire(
-            request_type="kinesis", name="PutRecords", response_time=ms,
-            response_length=n, exception=exc, context={},
-        )  # fmt: skip
+    def __post_init__(self) -> None:
+        self.report = KinesisRequests(self)
 
     def report_item(self, name: str, ms: float, size: int, exc: BaseException | None) -> None:
         """One DynamoDB request (PutItem, UpdateItem, DeleteItem, BatchWriteItem); its length
-        is the request's size in bytes."""
+        is the request's size in bytes (the HTTP body botocore sent)."""
         self.environment.events.request.fire(request_type="dynamodb", name=name, response_time=ms,
                                              response_length=size, exception=exc, context={})  # fmt: skip
+        if name.split(" ")[0] != "BatchWriteItem":  # one item a request; a batch's is not told
+            self.count_records(name, 1)
+
+    def count_records(self, name: str, records: int) -> None:
+        """Records (items, actions) sent per request name, shown beside Locust's request stats
+        in the web UI's replication tab. A worker sends its counts to the master with each
+        stats report (Locust's ``report_to_master`` event)."""
+        self.request_records[name] = self.request_records.get(name, 0) + records
+        if not self._reporting and isinstance(self.environment.runner, WorkerRunner):
+            self._reporting = True
+            self.environment.events.report_to_master.add_listener(self._send_records)
+
+    def _send_records(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        data["xrh_request_records"], self.request_records = self.request_records, {}
 
     def close_stats_csv(self) -> None:
         stats, self.stats_csv = self.stats_csv, None
@@ -132,6 +141,30 @@ class Node:
     def pool_size(self) -> int:
         users = getattr(self.environment.parsed_options, "num_users", None) or 10
         return max(10, min(1000, int(users) + 4))
+
+
+@dataclass
+class KinesisRequests:
+    """PutRecords requests as Locust requests (perf_counter timing, ms): the response length
+    is the bytes of the records sent (:class:`~loadgen.kinesis_sink.TimedSink` measures them),
+    and the records of each request are counted (:meth:`Node.count_records`)."""
+
+    node: Node
+
+    def sized(self, ms: float, n: int, size: int, results: Any, exc: BaseException | None) -> None:
+        if exc is None and results is not None:
+            failed = [r.error_code for r in results if not r.ok]
+            if failed:
+                exc = PartialFailure(f"{len(failed)} of {n} entries failed ({failed[0]})")
+        self.node.environment.events.request.fire(
+            request_type="kinesis", name="PutRecords", response_time=ms,
+            response_length=size, exception=exc, context={},
+        )  # fmt: skip
+        self.node.count_records("PutRecords", n)
+
+    def __call__(self, ms: float, n: int, results: Any, exc: BaseException | None) -> None:
+        """A report without the request's bytes (a sink other than TimedSink): length 0."""
+        self.sized(ms, n, 0, results, exc)
 
 
 def _node(environment: Any) -> Node | None:
@@ -276,7 +309,9 @@ def _on_init(environment: Any, **_: Any) -> None:
     if environment.web_ui is not None:
         from loadgen.webui import install, run_status
 
-        install(environment.web_ui.app, lambda: run_status(node.orchestrator, node.error))
+        install(environment.web_ui.app, lambda: run_status(node.orchestrator, node.error),
+                environment=environment, orchestrator=lambda: node.orchestrator,
+                request_counts=lambda: node.request_records)  # fmt: skip
 
 
 def ctrl_c_to_main_greenlet() -> None:
