@@ -93,20 +93,12 @@ def _check_url(url: str) -> str:
 
 def postgres_options(g: Callable[..., Any]) -> PostgresOptions:
     """Resolve the options (``g(dest, default)``: the flag, else the drill's, else default)."""
-    raw = g("statements_per_txn", DEFAULT_STATEMENTS)
-    try:
-        statements = int(str(raw).strip())
-    except ValueError:
-        raise LoadgenUsageError(f"--statements-per-txn {raw!r}: not a whole number") from None
-    if not 1 <= statements <= MAX_STATEMENTS:
-        raise LoadgenUsageError(f"--statements-per-txn {statements}: must be "
-                                f"1..{MAX_STATEMENTS}")  # fmt: skip
-    raw = g("rollback_share", DEFAULT_ROLLBACK_SHARE)
-    try:
-        share = float(raw)
-    except (TypeError, ValueError):
-        raise LoadgenUsageError(f"--rollback-share {raw!r}: not a number") from None
-    if not 0 <= share <= 1:
+    from loadgen.options import _number, _whole  # (loadgen.options imports this module)
+
+    statements = _whole(g("statements_per_txn", DEFAULT_STATEMENTS), "--statements-per-txn", 1,
+                        MAX_STATEMENTS)  # fmt: skip
+    share = _number(g("rollback_share", DEFAULT_ROLLBACK_SHARE), "--rollback-share", minimum=0)
+    if share > 1:
         raise LoadgenUsageError(f"--rollback-share {share}: a share, 0..1")
     capture = str(g("capture", CAPTURE_MODES[0])).strip().lower()
     if capture not in CAPTURE_MODES:

@@ -317,22 +317,23 @@ def test_a_lost_answer_to_commit_is_unknown_and_the_next_transaction_reconnects(
     assert row_dicts(ledger)[-1]["status"] == OK and db.connects == 2
 
 
-def test_a_server_error_at_commit_over_a_live_connection_is_fail():
+@pytest.mark.parametrize(
+    ("kind", "error", "lose", "kept"),
+    [
+        # the server answered COMMIT with an error over a live connection
+        ("COMMIT", FakeError("could not serialize access", "40001"), False, True),
+        # the connection was lost before COMMIT was sent
+        ("insert", FakeError("terminating connection", "57P01"), True, False),
+    ],
+)
+def test_these_errors_are_fail(kind, error, lose, kept):
     db = FakeDb()
-    db.fail[("COMMIT", 1)] = (FakeError("could not serialize access", "40001"), False, False)
+    db.fail[(kind, 1)] = (error, lose, False)
     p, ledger = producer(db, statements=1, ops=(("insert", 1.0),))
     p.add(1)
     p.flush()
-    assert row_dicts(ledger)[0]["status"] == FAIL and p.conn is not None
-
-
-def test_a_lost_connection_mid_transaction_is_fail():
-    db = FakeDb()
-    db.fail[("insert", 1)] = (FakeError("terminating connection", "57P01"), True, False)
-    p, ledger = producer(db, statements=1, ops=(("insert", 1.0),))
-    p.add(1)
-    p.flush()
-    assert row_dicts(ledger)[0]["status"] == FAIL and p.conn is None
+    assert row_dicts(ledger)[0]["status"] == FAIL and (p.conn is not None) == kept
+    assert db.table == {}
 
 
 def test_reconnecting_backs_off_and_is_bounded():

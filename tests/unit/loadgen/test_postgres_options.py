@@ -52,10 +52,11 @@ def test_the_password_never_shows():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"statements_per_txn": "0"}, "--statements-per-txn 0: must be 1..1000"),
+        ({"statements_per_txn": "0"}, "--statements-per-txn 0: must be 1..1,000"),
         ({"statements_per_txn": "two"}, "--statements-per-txn 'two': not a whole number"),
         ({"rollback_share": "1.5"}, "--rollback-share 1.5: a share, 0..1"),
         ({"rollback_share": "some"}, "--rollback-share 'some': not a number"),
+        ({"rollback_share": "-0.1"}, "--rollback-share -0.1: must be at least 0"),
         ({"pg_ops": "put=1"}, "--pg-ops 'put=1': unknown operation 'put'"),
         ({"pg_ops": "insert=0"}, "--pg-ops 'insert=0': at least one weight must be above 0"),
         ({"capture": "poll"}, "--capture 'poll': choose one of slot, notify"),
