@@ -43,7 +43,10 @@ text, ``rows`` the number of rows the statement changed (0 or 1; a statement tha
 nothing produces no change record), ``status`` the *transaction's* outcome: ``ok`` (COMMIT
 acknowledged), ``fail`` (rolled back, on purpose with ``error`` = :data:`ROLLED_BACK`, or failed
 before COMMIT was sent) or ``unknown`` (COMMIT sent, answer lost). Statements of one transaction
-are consecutive ``seq`` of one producer, in the order they ran.
+are consecutive ``seq`` of one producer, in the order they ran. In a failed transaction a
+statement that never ran (after the one that failed) has its planned ``op`` and NULL
+``commit_ts`` and ``rows``; ``txn`` is NULL when the xid was never learned (no connection, or
+the first statement failed).
 
 Capture progress. The slot is the checkpoint: its confirmed position is advanced only past
 transactions all of whose records Kinesis acknowledged. Capture appends about once a second to
@@ -55,7 +58,8 @@ The run directory's ``postgres.json`` (:data:`POSTGRES_FILE`) says where the dat
 ``{"url": "postgresql://...", "managed": true | false, "data_dir": <path or null>, "table":
 "public.<table>", "slot": ..., "publication": ...}`` (``managed``: the harness started a
 throwaway server for the run and stops it at the end). Capture, the load and verify read it; a
-user's ``--postgres-url`` is written there without its password.
+user's ``--postgres-url`` is written there without its password, which the harness gives capture
+and verify as libpq's ``PGPASSWORD`` in their environment (never on a command line or on disk).
 
 ``--capture notify`` (the seed's trigger + LISTEN/NOTIFY design, reproduced for comparison)
 uses the trigger function :func:`notify_function_name` and channel :func:`notify_channel`; its
