@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,11 +62,14 @@ CREATE INDEX IF NOT EXISTS recs_txn ON recs (txn, key, op);
 CREATE TABLE txns AS SELECT txn, MIN(status) AS status, COUNT(*) AS stmts FROM stmts
     WHERE txn IS NOT NULL GROUP BY txn;
 CREATE UNIQUE INDEX txns_txn ON txns (txn);
--- the statement that explains each change (a delete: the first delete of its key in its txn)
-CREATE TABLE rec_stmt AS SELECT r.ident, CASE WHEN r.op = 'delete' THEN
-        (SELECT s.trace FROM stmts s WHERE s.txn = r.txn AND s.key = r.key AND s.op = 'delete'
-         ORDER BY s.seq LIMIT 1) ELSE (SELECT s.trace FROM stmts s WHERE s.trace = r.trace)
-    END AS stmt FROM recs r WHERE r.own = 1;
+-- the statement that explains each change (a delete: the first delete of its key in its txn),
+-- with what the checks read of it, so each check scans one table
+CREATE TABLE rec_stmt AS SELECT m.ident, m.key, m.txn, m.commit_us, m.stmt, s.status, s.rows,
+        s.producer, s.seq
+    FROM (SELECT r.ident, r.key, r.txn, r.commit_us, CASE WHEN r.op = 'delete' THEN
+            (SELECT s.trace FROM stmts s WHERE s.txn = r.txn AND s.key = r.key
+             AND s.op = 'delete' ORDER BY s.seq LIMIT 1) ELSE r.trace END AS stmt
+          FROM recs r WHERE r.own = 1) AS m LEFT JOIN stmts s ON s.trace = m.stmt;
 CREATE UNIQUE INDEX rec_stmt_ident ON rec_stmt (ident);
 -- the change each statement that must (or may) appear made
 CREATE TABLE stmt_found AS SELECT s.trace, CASE WHEN s.op = 'delete' THEN
@@ -73,10 +77,11 @@ CREATE TABLE stmt_found AS SELECT s.trace, CASE WHEN s.op = 'delete' THEN
         ELSE (SELECT r.ident FROM recs r WHERE r.trace = s.trace) END AS ident
     FROM stmts s WHERE s.rows = 1 AND s.status IN ('ok', 'unknown');
 CREATE UNIQUE INDEX stmt_found_trace ON stmt_found (trace);
--- each change's last copy per stream, in stream order per key
-CREATE TABLE lastcopy AS SELECT c.region, r.key, MAX(c.ord) AS ord, c.shard, c.ident
-    FROM changes c JOIN recs r ON r.ident = c.ident WHERE r.own = 1 GROUP BY c.region, c.ident;
-CREATE INDEX lastcopy_key ON lastcopy (region, key, ord);
+-- each change's last copy per stream, in stream order per key, with its commit and statement
+CREATE TABLE lastcopy AS SELECT c.region, m.key, MAX(c.ord) AS ord, c.shard, c.ident,
+        m.commit_us, m.txn, m.producer, m.seq
+    FROM changes c JOIN rec_stmt m ON m.ident = c.ident GROUP BY c.region, c.ident;
+CREATE INDEX lastcopy_key ON lastcopy (region, key, ord, commit_us, txn, producer, seq);
 """
 
 
@@ -142,22 +147,22 @@ def _enrich(db: sqlite3.Connection, example: dict[str, Any], what: str) -> dict[
                    f"(A {shard}#{seq})"})  # fmt: skip
 
 
-_PHANTOM = """FROM recs r JOIN rec_stmt m ON m.ident = r.ident
-    LEFT JOIN stmts s ON s.trace = m.stmt LEFT JOIN txns t ON t.txn = r.txn
-    WHERE r.own = 1 AND (m.stmt IS NULL OR s.status = 'fail' OR s.rows = 0)"""
+_PHANTOM = """FROM rec_stmt m LEFT JOIN txns t ON t.txn = m.txn
+    WHERE m.stmt IS NULL OR m.status IS NULL OR m.status = 'fail' OR m.rows = 0"""
 
 
 def check_phantom(db: sqlite3.Connection, limit: int) -> Anomaly:
     counts = dict(db.execute(
-        f"""SELECT CASE WHEN s.status = 'fail' OR (m.stmt IS NULL AND t.status = 'fail')
-                   THEN 'rolled_back' WHEN s.rows = 0 THEN 'statement_changed_nothing'
+        f"""SELECT CASE WHEN m.status = 'fail' OR (m.status IS NULL AND t.status = 'fail')
+                   THEN 'rolled_back' WHEN m.rows = 0 THEN 'statement_changed_nothing'
                    ELSE 'unexplained' END AS why, COUNT(*) {_PHANTOM} GROUP BY why"""))  # fmt: skip
     examples = []
     for ident, op, txn, key, trace, stmt, status, rows, t_status in db.execute(
-        f"SELECT r.ident, r.op, r.txn, r.key, r.trace, m.stmt, s.status, s.rows, t.status "
-        f"{_PHANTOM} ORDER BY r.txn, r.key LIMIT ?", (limit,)
+        f"SELECT m.ident, r.op, m.txn, m.key, r.trace, m.stmt, m.status, m.rows, t.status "
+        f"{_PHANTOM.replace('FROM rec_stmt m', 'FROM rec_stmt m JOIN recs r USING (ident)')} "
+        "ORDER BY m.txn, m.key LIMIT ?", (limit,)
     ):  # fmt: skip
-        if status == "fail" or (stmt is None and t_status == "fail"):
+        if status == "fail" or (status is None and t_status == "fail"):
             why = f"transaction {txn} was rolled back (ledger status fail)"
         elif rows == 0:
             why = f"statement {stmt} changed no row"
@@ -201,44 +206,46 @@ def check_incomplete(db: sqlite3.Connection, limit: int) -> Anomaly:
     return Anomaly(INCOMPLETE, count, tuple(examples))
 
 
-_ORDER = """
-WITH w AS (SELECT l.region, l.key, l.ord, l.shard, l.ident, r.commit_us, r.txn, s.producer,
-    s.seq, LAG(l.ord) OVER k AS p_ord, LAG(l.shard) OVER k AS p_shard, LAG(l.ident) OVER k AS p_ident,
-    LAG(r.commit_us) OVER k AS p_commit, LAG(r.txn) OVER k AS p_txn,
-    LAG(s.producer) OVER k AS p_producer, LAG(s.seq) OVER k AS p_seq
-  FROM lastcopy l JOIN recs r ON r.ident = l.ident JOIN rec_stmt m ON m.ident = l.ident
-  LEFT JOIN stmts s ON s.trace = m.stmt
-  WINDOW k AS (PARTITION BY l.region, l.key ORDER BY l.ord))
-SELECT {select} FROM w WHERE p_ord IS NOT NULL AND (commit_us < p_commit
-  OR (txn = p_txn AND producer = p_producer AND seq < p_seq))
-"""
+_ORDER = """SELECT region, key, ord, shard, ident, commit_us, txn, producer, seq
+FROM lastcopy ORDER BY region, key, ord"""
+
+
+def _out_of_order(db: sqlite3.Connection) -> Iterator[tuple[tuple, tuple]]:
+    """(change, the one before it) per stream and key, where the change was committed earlier
+    or is an earlier statement of the same transaction: one pass in index order."""
+    before = None
+    for row in db.execute(_ORDER):
+        if before is not None and before[:2] == row[:2] and (
+            row[5] < before[5] or (row[6] == before[6] and row[7] == before[7]
+                                   and row[8] is not None and before[8] is not None
+                                   and row[8] < before[8])):  # fmt: skip
+            yield row, before
+        before = row
 
 
 def check_reordered(db: sqlite3.Connection, rec: Reconciliation, limit: int) -> Anomaly:
-    n = db.execute(_ORDER.format(select="COUNT(*)")).fetchone()[0]
-    examples = []
-    if n:
-        for region, key, ord_, shard, ident, p_ord, p_shard, p_ident in db.execute(
-            _ORDER.format(select="region, key, ord, shard, ident, p_ord, p_shard, p_ident")
-            + " ORDER BY region, key, ord LIMIT ?", (limit,)
-        ):  # fmt: skip
-            this = _change(db, region, shard, ord_, ident)
-            before = _change(db, region, p_shard, p_ord, p_ident)
-            examples.append({
-                "stream": region.upper(), "key": key, "record": this, "after": before,
-                "explanation": f"in stream {region.upper()}, key {key}: txn {this['txn']} "
-                f"(committed {this['commit']}) comes after txn {before['txn']} (committed "
-                f"{before['commit']})" + (" out of statement order" if this["txn"] ==
-                                          before["txn"] else ""),
-            })  # fmt: skip
+    n, examples = 0, []
+    for row, before in _out_of_order(db):
+        n += 1
+        if len(examples) >= limit:
+            continue
+        this, prior = _change(db, *row[:5]), _change(db, *before[:5])
+        examples.append({
+            "stream": row[0].upper(), "key": row[1], "record": this, "after": prior,
+            "explanation": f"in stream {row[0].upper()}, key {row[1]}: txn {this['txn']} "
+            f"(committed {this['commit']}) comes after txn {prior['txn']} (committed "
+            f"{prior['commit']})" + (" out of statement order" if this["txn"] == prior["txn"]
+                                     else ""),
+        })  # fmt: skip
     b_vs_a = rec.anomalies["reordered"]
     examples += [_enrich(db, e, "out of A's order in region B") for e in b_vs_a.examples]
     return Anomaly("reordered", n + b_vs_a.count, tuple(examples[:limit]), {
         "within_a_stream": n, "b_against_a": b_vs_a.count, **b_vs_a.details})  # fmt: skip
 
 
-def _change(db: sqlite3.Connection, region: str, shard: str, ord_: int,
+def _change(db: sqlite3.Connection, region: str, key: str, ord_: int, shard: str,
             ident: int) -> dict[str, Any]:  # fmt: skip
+    del key  # the caller's row has it first
     txn, op, trace, commit_us, stmt = db.execute(
         "SELECT r.txn, r.op, r.trace, r.commit_us, m.stmt FROM recs r LEFT JOIN rec_stmt m "
         "ON m.ident = r.ident WHERE r.ident = ?", (ident,)).fetchone()  # fmt: skip
@@ -247,9 +254,7 @@ def _change(db: sqlite3.Connection, region: str, shard: str, ord_: int,
 
 
 _FOLD = """
-WITH f AS (SELECT key, ident FROM (SELECT key, ident, ROW_NUMBER() OVER
-              (PARTITION BY key ORDER BY ord DESC) AS rn FROM lastcopy WHERE region = :region)
-           WHERE rn = 1)
+WITH f AS (SELECT key, MAX(ord), ident FROM lastcopy WHERE region = :region GROUP BY key)
 SELECT f.key, f.ident, r.body, t.body, t.trace FROM f JOIN recs r ON r.ident = f.ident
   LEFT JOIN table_rows t ON t.key = f.key WHERE r.body IS NOT t.body
 UNION ALL
@@ -268,8 +273,8 @@ def check_diverged(db: sqlite3.Connection, rec: Reconciliation, limit: int,
             n += 1
             if len(examples) >= limit:
                 continue
-            last = db.execute("SELECT shard, ord FROM lastcopy WHERE region = ? AND ident = ?",
-                              (region, ident)).fetchone() if ident is not None else None  # fmt: skip
+            last = db.execute("SELECT key, ord, shard FROM lastcopy WHERE region = ? AND "
+                              "ident = ?", (region, ident)).fetchone() if ident is not None else None  # fmt: skip
             example = _clean({
                 "stream": region.upper(), "key": key, "table_trace": table_trace,
                 "last_change": None if last is None else _change(db, region, *last, ident),
