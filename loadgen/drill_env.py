@@ -73,6 +73,11 @@ class HarnessDrillEnv:
             ScalingType="UNIFORM_SCALING",
         )  # fmt: skip
 
+    def restart_database(self, mode: str) -> None:
+        """The run's throwaway PostgreSQL server stopped (``fast``: cleanly; ``immediate``: a
+        crash) and started again (postgres-cdc drills)."""
+        self._orch.restart_database(mode)
+
     def failover(self, to: str) -> None:
         """``xrh failover --to`` as a person would run it; a replicator reads the new active
         region (it copies back what is written there), and producers write there from now."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from contextvars import ContextVar
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,18 @@ def anomaly_table(report: dict[str, Any], *, drilldown: bool = True) -> str:
     return table + kind_sections(report, examples_grid)
 
 
+#: The directory of the run whose page is being rendered (set by verify's ``write_reports``
+#: around the renderer, so every pipeline's page finds the run's faults.jsonl).
+RENDERING_RUN_DIR: ContextVar[Path | None] = ContextVar("RENDERING_RUN_DIR", default=None)
+
+
 def fault_events(report: dict[str, Any], run_dir: Path | None = None) -> list[dict[str, Any]]:
     """The injected faults of the run (``faults.jsonl``, one event a line), for the fault
-    timeline. ``run_dir`` is the run's directory; without it the run is looked for under
-    ``$XRH_RUNS_DIR`` (else ``runs``) by its id. No file, or no run: no events."""
+    timeline. ``run_dir`` is the run's directory; without it the run being rendered
+    (:data:`RENDERING_RUN_DIR`), else the run is looked for under ``$XRH_RUNS_DIR`` (else
+    ``runs``) by its id. No file, or no run: no events."""
+    if run_dir is None:
+        run_dir = RENDERING_RUN_DIR.get()
     if run_dir is None:
         run_dir = Path(os.environ.get("XRH_RUNS_DIR") or "runs") / str(report.get("run_id"))
     events = []

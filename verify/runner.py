@@ -17,7 +17,7 @@ from typing import Any
 
 from verify.collect import DEFAULT_SETTLE_S, load_claims, load_ledger, read_regions
 from verify.errors import VerifyUsageError
-from verify.html_report import render_html
+from verify.html_report import RENDERING_RUN_DIR, render_html
 from verify.lag import caught_up_after
 from verify.model import StoreSide, Verdict
 from verify.reconcile import Reconciliation, decide, reconcile
@@ -139,7 +139,7 @@ def run_verify(
         details["faults"] = read_fault_log(run.file(runs.FAULTS_FILE))
         timeline = read_timeline(run.file(TIMELINE_FILE))
         if timeline:
-            details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline}
+            details["drill"] = drill_details(run)
         if run.file(runs.METRICS_FILE).exists():
             try:
                 details["replicator_metrics"] = run.read_json(runs.METRICS_FILE)
@@ -176,6 +176,14 @@ def run_verify(
         ledger_incomplete=ledger_reason,
     )
     return _write_report(run, config, decision, started_at, result, details)
+
+
+def drill_details(run: runs.RunDir) -> dict[str, Any] | None:
+    """The drill the run was (its name and every step it took), or None for a plain run."""
+    timeline = read_timeline(run.file(TIMELINE_FILE))
+    if not timeline:
+        return None
+    return {"name": timeline[0].get("arg"), "timeline": timeline, "recovery_s": None}
 
 
 def _recovery(store: Store, timeline: list[dict[str, Any]]) -> float | None:
@@ -238,7 +246,11 @@ def write_reports(
     report = build()
     json_path = run.write_json(json_name, report)
     html_path = run.file(html_name)
-    html_path.write_text((render or render_html)(report))
+    token = RENDERING_RUN_DIR.set(run.path)
+    try:
+        html_path.write_text((render or render_html)(report))
+    finally:
+        RENDERING_RUN_DIR.reset(token)
     return VerifyResult(report, verdict, EXIT_CODES[verdict], json_path, html_path)
 
 

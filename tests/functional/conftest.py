@@ -56,3 +56,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.remove()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder of the test's own that the throwaway server's user can enter (pytest's
+    tmp_path is not: PostgreSQL runs as 'postgres' under root), removed afterwards: the
+    working directory of runs that start a PostgreSQL server in their run directory."""
+    base = Path(tempfile.mkdtemp(prefix="xrh-pgrun-"))
+    os.chmod(base, 0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

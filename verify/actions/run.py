@@ -41,12 +41,11 @@ from verify.kinesis_reader import error_code
 from verify.ledger_file import load_ledger_file
 from verify.reconcile import decide
 from verify.report import EMPTY_COUNTS, envelope
-from verify.runner import LEDGER_INCOMPLETE, VerifyResult, write_reports
+from verify.runner import LEDGER_INCOMPLETE, VerifyResult, drill_details, write_reports
 from verify.tables.run import table_clients
 from verify.tables.store import TableStore
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig, Side
-from xrh.drills.nemesis import TIMELINE_FILE, read_timeline
 from xrh.faults import read_fault_log
 from xrh.resources import ResourceNames
 
@@ -165,10 +164,9 @@ def _run_details(run: runs.RunDir, config: HarnessConfig) -> dict[str, Any]:
         "notes": [],
         "faults": read_fault_log(run.file(runs.FAULTS_FILE)),
     }
-    timeline = read_timeline(run.file(TIMELINE_FILE))
-    if timeline:
-        details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline,
-                            "recovery_s": None}  # fmt: skip
+    drill = drill_details(run)
+    if drill:
+        details["drill"] = drill
     return details
 
 

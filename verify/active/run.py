@@ -40,12 +40,12 @@ from verify.runner import (
     READ_COMPLETE,
     READ_DETAILS,
     VerifyResult,
+    drill_details,
     write_reports,
 )
 from verify.tables.run import table_clients
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
-from xrh.drills.nemesis import TIMELINE_FILE, read_timeline
 from xrh.faults import read_fault_log
 from xrh.resources import ResourceNames
 
@@ -161,10 +161,9 @@ def _run_details(run: runs.RunDir, config: HarnessConfig) -> dict[str, Any]:
         "counts_note": "source_records: staging records read in both regions; target_records: "
         "items (tombstones included) in both tables",
     }  # fmt: skip
-    timeline = read_timeline(run.file(TIMELINE_FILE))
-    if timeline:
-        details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline,
-                            "recovery_s": None}  # fmt: skip
+    drill = drill_details(run)
+    if drill:
+        details["drill"] = drill
     return details
 
 

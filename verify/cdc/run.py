@@ -43,6 +43,7 @@ from verify.runner import (
     VerifyResult,
     _has_endpoints,
     _now_iso,
+    drill_details,
     stored_read_at,
     write_reports,
 )
@@ -137,6 +138,7 @@ def _details(run: runs.RunDir, config: HarnessConfig, names: Names,
                   "renames)" if names.renamed else "the contract's names (no cdc_names in "
                   "config.json)"},  # fmt: skip
         "notes": [], "timings_s": {}, "faults": read_fault_log(run.file(runs.FAULTS_FILE)),
+        **({"drill": drill} if (drill := drill_details(run)) else {}),
     }  # fmt: skip
 
 

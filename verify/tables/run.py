@@ -32,6 +32,7 @@ from verify.runner import (
     READ_COMPLETE,
     READ_DETAILS,
     VerifyResult,
+    drill_details,
     write_reports,
 )
 from verify.tables.checks import KEY_REASONS, Judgement, judge
@@ -46,7 +47,6 @@ from verify.tables.evidence import (
 from verify.tables.store import TableStore
 from xrh import runs
 from xrh.config import EndpointMode, HarnessConfig
-from xrh.drills.nemesis import TIMELINE_FILE, read_timeline
 from xrh.faults import read_fault_log
 from xrh.resources import ResourceNames
 
@@ -211,10 +211,9 @@ def _run_events(run: runs.RunDir, details: dict[str, Any]) -> None:
     the kinesis report has them (the drill matrix and the HTML read them from details). No
     recovery time: a table holds no arrival times to measure it by."""
     details["faults"] = read_fault_log(run.file(runs.FAULTS_FILE))
-    timeline = read_timeline(run.file(TIMELINE_FILE))
-    if timeline:
-        details["drill"] = {"name": timeline[0].get("arg"), "timeline": timeline,
-                            "recovery_s": None}  # fmt: skip
+    drill = drill_details(run)
+    if drill:
+        details["drill"] = drill
 
 
 def _judge(store: TableStore, options: dict[str, Any], details: dict[str, Any]) -> Judgement:

@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-items", type=int, default=None,
                         help="dynamodb: items loaded into A before the replicator starts "
                         "(default: the drill's own, 20000)")  # fmt: skip
+    parser.add_argument("--keys", type=int, default=None,
+                        help="keyspace size of the load (default: the run's, 10000)")
     parser.add_argument("--capture", choices=("slot", "notify"), default=None,
                         help="postgres-cdc: capture through the replication slot (default) or "
                         "the seed's trigger + LISTEN/NOTIFY")  # fmt: skip
@@ -110,6 +112,8 @@ def command(args: argparse.Namespace, drill: Drill, replicator: str) -> list[str
     # given here; a value given here wins.
     if getattr(args, "bootstrap_items", None) is not None:
         cmd += ["--bootstrap-items", str(args.bootstrap_items)]
+    if getattr(args, "keys", None) is not None:
+        cmd += ["--keys", str(args.keys)]
     if getattr(args, "capture", None) is not None:
         cmd += ["--capture", args.capture]
     if args.seed is not None:

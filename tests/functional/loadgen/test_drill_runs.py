@@ -32,6 +32,7 @@ DEFAULT_DRILLS = {
     "dynamodb": ("bootstrap-crash",),
     "action-log": ("consumer-crash",),
     "active-active": ("clock-skew", "forwarder-crash"),
+    "postgres-cdc": ("capture-restart", "database-restart"),
 }
 
 
@@ -172,3 +173,40 @@ def test_the_published_samples_rules_fail_the_clock_skew_drill(tmp_path):
     found = {k: v["count"] for k, v in report["anomalies"].items()
              if isinstance(v, dict) and v.get("count")}  # fmt: skip
     assert found.keys() & {"diverged", "stale", "lost", "resurrected"}, found
+
+
+# PostgreSQL change capture: the run directory must be open to the server's user (open_dir).
+CDC = ("--pipeline", "postgres-cdc", "--keys", "500")
+
+
+@pytest.mark.parametrize("name", drills_of("postgres-cdc"))
+def test_slot_capture_ends_the_postgres_drill_valid(open_dir, name):
+    code, out, report, timeline = run_drill(open_dir, name, *CDC, run_time="14s")
+    assert report["verdict"] == "valid", (report["reasons"], out[-3000:])
+    assert code == 0, out[-3000:]
+    assert all(step["ok"] for step in timeline), timeline
+    assert report["details"]["drill"]["name"] == name
+    counts = report["counts"]
+    assert counts["source_records"] > 0 and counts["target_records"] >= counts["source_records"]
+    latest = (open_dir / "runs" / "latest").resolve()
+    starts = [line for line in (latest / "capture.log").read_text().splitlines()
+              if '"event": "start"' in line]  # fmt: skip
+    if name == "capture-restart":  # killed twice, restarted (one may die before it logs)
+        assert [s["action"] for s in timeline].count("kill-replicator") == 2
+        assert len(starts) >= 2
+    if name == "database-restart":
+        assert [s["action"] for s in timeline].count("restart-database") == 2
+    if name == "capture-throttling":
+        assert report["details"]["faults"]["total"] > 0
+
+
+def test_the_seeds_notify_capture_fails_the_capture_restart_drill(open_dir):
+    """NOTIFY delivers only to listeners connected at the time: what was committed while the
+    capture was down is gone, and verify lists it."""
+    code, out, report, _ = run_drill(open_dir, "capture-restart", *CDC, "--capture", "notify",
+                                     run_time="14s")  # fmt: skip
+    assert report["verdict"] == "invalid" and code == 1, (report["reasons"], out[-3000:])
+    lost = report["anomalies"]["lost"]
+    assert lost["count"] > 0, report["reasons"]
+    example = lost["examples"][0]
+    assert example["key"] and example["txn"] and example["trace"], example

@@ -8,26 +8,13 @@ replicator) takes about 5 s on a quiet machine, more on a busy one: ``-t 12s`` l
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import pytest
 from test_locust_runs import assert_stop_cut_nothing, report, run_locust, stats_rows
 
 pytestmark = pytest.mark.functional
-
-
-@pytest.fixture
-def open_dir():
-    base = Path(tempfile.mkdtemp(prefix="xrh-pgrun-"))
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_run_of_transactions_ends_valid_and_leaves_no_server(open_dir):
