@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +55,7 @@ REGIONS = ("a", "b")
 
 DERIVED = """
 DROP TABLE IF EXISTS rec_stmt; DROP TABLE IF EXISTS stmt_found; DROP TABLE IF EXISTS lastcopy;
-DROP TABLE IF EXISTS txns;
+DROP TABLE IF EXISTS txns; DROP TABLE IF EXISTS folds;
 CREATE INDEX IF NOT EXISTS recs_trace ON recs (trace) WHERE trace IS NOT NULL;
 CREATE INDEX IF NOT EXISTS recs_txn ON recs (txn, key, op);
 CREATE TABLE txns AS SELECT txn, MIN(status) AS status, COUNT(*) AS stmts FROM stmts
@@ -77,11 +76,9 @@ CREATE TABLE stmt_found AS SELECT s.trace, CASE WHEN s.op = 'delete' THEN
         ELSE (SELECT r.ident FROM recs r WHERE r.trace = s.trace) END AS ident
     FROM stmts s WHERE s.rows = 1 AND s.status IN ('ok', 'unknown');
 CREATE UNIQUE INDEX stmt_found_trace ON stmt_found (trace);
--- each change's last copy per stream, in stream order per key, with its commit and statement
-CREATE TABLE lastcopy AS SELECT c.region, m.key, MAX(c.ord) AS ord, c.shard, c.ident,
-        m.commit_us, m.txn, m.producer, m.seq
-    FROM changes c JOIN rec_stmt m ON m.ident = c.ident GROUP BY c.region, c.ident;
-CREATE INDEX lastcopy_key ON lastcopy (region, key, ord, commit_us, txn, producer, seq);
+-- the last change of each key per stream (the fold), filled by the order pass
+CREATE TABLE folds (region TEXT NOT NULL, key TEXT NOT NULL, ident INTEGER NOT NULL,
+    PRIMARY KEY (region, key)) WITHOUT ROWID;
 """
 
 
@@ -91,10 +88,19 @@ class Judgement:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _where(db: sqlite3.Connection, region: str, shard: str, ord_: int) -> dict[str, Any]:
-    row = db.execute("SELECT seq FROM changes WHERE region = ? AND shard = ? AND ord = ?",
-                     (region, shard, ord_)).fetchone()  # fmt: skip
-    return {"stream": region.upper(), "shard": shard, "sequence_number": row[0]} if row else {}
+def _where(db: sqlite3.Connection, region: str, ord_: int | None, ident: int) -> dict[str, Any]:
+    """Where a change's copy at position ``ord_`` of a stream is: looked for in the shard of
+    its first copy (A) or last copy (B), else in every shard."""
+    if ord_ is None:
+        return {}
+    found = db.execute("SELECT CASE WHEN ? = 'a' THEN s_shard ELSE t_last_shard END FROM ids "
+                       "WHERE ident = ?", (region, ident)).fetchone()  # fmt: skip
+    row = db.execute("SELECT shard, seq FROM changes WHERE region = ? AND shard = ? AND ord = ? "
+                     "AND ident = ?", (region, found and found[0], ord_, ident)).fetchone()  # fmt: skip
+    if row is None:
+        row = db.execute("SELECT shard, seq FROM changes WHERE region = ? AND ord = ? AND "
+                         "ident = ? LIMIT 1", (region, ord_, ident)).fetchone()  # fmt: skip
+    return {"stream": region.upper(), "shard": row[0], "sequence_number": row[1]} if row else {}
 
 
 def _positions(db: sqlite3.Connection, ident: int) -> dict[str, Any]:
@@ -206,33 +212,84 @@ def check_incomplete(db: sqlite3.Connection, limit: int) -> Anomaly:
     return Anomaly(INCOMPLETE, count, tuple(examples))
 
 
-_ORDER = """SELECT region, key, ord, shard, ident, commit_us, txn, producer, seq
-FROM lastcopy ORDER BY region, key, ord"""
+# one row per change of this run, in key order, with its last copy's position per stream
+# (the identity's ``s_last_ord``/``t_last_ord``: kept by every upsert while reading)
+_LAST = """SELECT m.key, m.ident, m.commit_us, m.txn, m.producer, m.seq, i.s_last_ord,
+    i.t_last_ord FROM rec_stmt m JOIN ids i ON i.ident = m.ident ORDER BY m.key"""
+FOLD_BATCH = 5000
 
 
-def _out_of_order(db: sqlite3.Connection) -> Iterator[tuple[tuple, tuple]]:
-    """(change, the one before it) per stream and key, where the change was committed earlier
-    or is an earlier statement of the same transaction: one pass in index order."""
-    before = None
-    for row in db.execute(_ORDER):
-        if before is not None and before[:2] == row[:2] and (
-            row[5] < before[5] or (row[6] == before[6] and row[7] == before[7]
-                                   and row[8] is not None and before[8] is not None
-                                   and row[8] < before[8])):  # fmt: skip
-            yield row, before
-        before = row
+def _order_key(row: tuple) -> tuple:
+    """(position, commit, txn, producer, statement seq) with SQL's NULLs first."""
+    ord_, _, commit_us, txn, producer, seq = row
+    return (ord_, commit_us, txn, producer is not None, producer or "", seq is not None,
+            seq or 0)  # fmt: skip
 
 
-def check_reordered(db: sqlite3.Connection, rec: Reconciliation, limit: int) -> Anomaly:
-    n, examples = 0, []
-    for row, before in _out_of_order(db):
-        n += 1
+@dataclass(slots=True)
+class OrderPass:
+    """Per stream: out-of-order changes (count, the first ``limit`` as (region, key, change,
+    change before it), each change as (ord, ident, commit, txn, producer, seq))."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REGIONS, 0))
+    found: dict[str, list] = field(default_factory=lambda: {r: [] for r in REGIONS})
+
+
+def order_pass(db: sqlite3.Connection, limit: int) -> OrderPass:
+    """Per stream and key, each change at its last copy in stream order: a change committed
+    earlier than the one before it, or an earlier statement of the same transaction, is out of
+    order; the key's last change is its fold (into ``folds``). One pass in key order; only
+    one key's changes are held at a time."""
+    out, folds = OrderPass(), []
+    per_key: list[tuple] = []
+    key = None
+
+    def close_key() -> None:
+        for r, column in (("a", 0), ("b", 1)):
+            copies = sorted((c for c in ((row[6 + column], *row[1:6]) for row in per_key)
+                             if c[0] is not None), key=_order_key)  # fmt: skip
+            if not copies:
+                continue
+            for before, row in zip(copies, copies[1:], strict=False):
+                if row[2] < before[2] or (row[3] == before[3] and row[4] == before[4]
+                                          and row[5] is not None and before[5] is not None
+                                          and row[5] < before[5]):  # fmt: skip
+                    out.counts[r] += 1
+                    if len(out.found[r]) < limit:
+                        out.found[r].append((r, key, row, before))
+            folds.append((r, key, copies[-1][1]))
+        per_key.clear()
+        if len(folds) >= FOLD_BATCH:
+            db.executemany("INSERT INTO folds VALUES (?,?,?)", folds)
+            folds.clear()
+
+    own_transaction = not db.in_transaction
+    if own_transaction:
+        db.execute("BEGIN")
+    for row in db.execute(_LAST):
+        if row[0] != key:
+            if per_key:
+                close_key()
+            key = row[0]
+        per_key.append(row)
+    if per_key:
+        close_key()
+    db.executemany("INSERT INTO folds VALUES (?,?,?)", folds)
+    if own_transaction:
+        db.execute("COMMIT")
+    return out
+
+
+def check_reordered(db: sqlite3.Connection, rec: Reconciliation, limit: int,
+                    order: OrderPass) -> Anomaly:  # fmt: skip
+    n, examples = sum(order.counts.values()), []
+    for region, key, row, before in (*order.found["a"], *order.found["b"]):
         if len(examples) >= limit:
-            continue
-        this, prior = _change(db, *row[:5]), _change(db, *before[:5])
+            break
+        this, prior = (_change(db, region, c[0], c[1]) for c in (row, before))
         examples.append({
-            "stream": row[0].upper(), "key": row[1], "record": this, "after": prior,
-            "explanation": f"in stream {row[0].upper()}, key {row[1]}: txn {this['txn']} "
+            "stream": region.upper(), "key": key, "record": this, "after": prior,
+            "explanation": f"in stream {region.upper()}, key {key}: txn {this['txn']} "
             f"(committed {this['commit']}) comes after txn {prior['txn']} (committed "
             f"{prior['commit']})" + (" out of statement order" if this["txn"] == prior["txn"]
                                      else ""),
@@ -243,23 +300,21 @@ def check_reordered(db: sqlite3.Connection, rec: Reconciliation, limit: int) -> 
         "within_a_stream": n, "b_against_a": b_vs_a.count, **b_vs_a.details})  # fmt: skip
 
 
-def _change(db: sqlite3.Connection, region: str, key: str, ord_: int, shard: str,
+def _change(db: sqlite3.Connection, region: str, ord_: int | None,
             ident: int) -> dict[str, Any]:  # fmt: skip
-    del key  # the caller's row has it first
     txn, op, trace, commit_us, stmt = db.execute(
         "SELECT r.txn, r.op, r.trace, r.commit_us, m.stmt FROM recs r LEFT JOIN rec_stmt m "
         "ON m.ident = r.ident WHERE r.ident = ?", (ident,)).fetchone()  # fmt: skip
     return _clean({"txn": txn, "op": op, "trace": trace, "statement": stmt,
-                   "commit": iso_us(commit_us), **_where(db, region, shard, ord_)})  # fmt: skip
+                   "commit": iso_us(commit_us), **_where(db, region, ord_, ident)})  # fmt: skip
 
 
 _FOLD = """
-WITH f AS (SELECT key, MAX(ord), ident FROM lastcopy WHERE region = :region GROUP BY key)
-SELECT f.key, f.ident, r.body, t.body, t.trace FROM f JOIN recs r ON r.ident = f.ident
-  LEFT JOIN table_rows t ON t.key = f.key WHERE r.body IS NOT t.body
+SELECT f.key, f.ident, r.body, t.body, t.trace FROM folds f JOIN recs r ON r.ident = f.ident
+  LEFT JOIN table_rows t ON t.key = f.key WHERE f.region = :region AND r.body IS NOT t.body
 UNION ALL
 SELECT t.key, NULL, NULL, t.body, t.trace FROM table_rows t
-  WHERE t.own = 1 AND NOT EXISTS (SELECT 1 FROM lastcopy l WHERE l.region = :region
+  WHERE t.own = 1 AND NOT EXISTS (SELECT 1 FROM folds l WHERE l.region = :region
                                   AND l.key = t.key)
 """
 
@@ -273,11 +328,12 @@ def check_diverged(db: sqlite3.Connection, rec: Reconciliation, limit: int,
             n += 1
             if len(examples) >= limit:
                 continue
-            last = db.execute("SELECT key, ord, shard FROM lastcopy WHERE region = ? AND "
-                              "ident = ?", (region, ident)).fetchone() if ident is not None else None  # fmt: skip
+            last = None if ident is None else db.execute(
+                "SELECT CASE WHEN ? = 'a' THEN s_last_ord ELSE t_last_ord END FROM ids "
+                "WHERE ident = ?", (region, ident)).fetchone()  # fmt: skip
             example = _clean({
                 "stream": region.upper(), "key": key, "table_trace": table_trace,
-                "last_change": None if last is None else _change(db, region, *last, ident),
+                "last_change": None if last is None else _change(db, region, last[0], ident),
                 "explanation": f"stream {region.upper()} folds key {key} to "
                 + ("nothing" if fold is None else "a different row")
                 + (" while the table has no such key" if table is None else
@@ -333,7 +389,7 @@ def judge(db: sqlite3.Connection, rec: Reconciliation, *, has_ledger: bool, tabl
     found = {
         "lost": check_lost(db, rec, limit),
         "duplicated": check_duplicated(db, limit),
-        "reordered": check_reordered(db, rec, limit),
+        "reordered": check_reordered(db, rec, limit, order_pass(db, limit)),
         "phantom": check_phantom(db, limit),
         "diverged": check_diverged(db, rec, limit, table_read),
         "checkpoint_ahead": rec.anomalies["checkpoint_ahead"],
