@@ -33,6 +33,7 @@ from verify.cdc.records import iso_us
 from verify.checks import EXAMPLES, Anomaly, _clean, _rows
 from verify.model import ANOMALY_KINDS
 from verify.reconcile import Reconciliation
+from verify.schema import ODD
 
 INCOMPLETE = "incomplete_transaction"
 MALFORMED = "malformed"
@@ -70,12 +71,16 @@ CREATE TABLE rec_stmt AS SELECT m.ident, m.key, m.txn, m.commit_us, m.stmt, s.st
              AND s.op = 'delete' ORDER BY s.seq LIMIT 1) ELSE r.trace END AS stmt
           FROM recs r WHERE r.own = 1) AS m LEFT JOIN stmts s ON s.trace = m.stmt;
 CREATE UNIQUE INDEX rec_stmt_ident ON rec_stmt (ident);
--- the change each statement that must (or may) appear made
-CREATE TABLE stmt_found AS SELECT s.trace, CASE WHEN s.op = 'delete' THEN
-        (SELECT r.ident FROM recs r WHERE r.txn = s.txn AND r.key = s.key AND r.op = 'delete')
-        ELSE (SELECT r.ident FROM recs r WHERE r.trace = s.trace) END AS ident
-    FROM stmts s WHERE s.rows = 1 AND s.status IN ('ok', 'unknown');
-CREATE UNIQUE INDEX stmt_found_trace ON stmt_found (trace);
+-- the change each statement that must (or may) appear made, and which streams hold it
+CREATE TABLE stmt_found AS SELECT x.*, i.s_n IS NOT NULL AS in_a, i.t_n IS NOT NULL AS in_b,
+        i.t_n AS t_n
+    FROM (SELECT s.trace, s.producer, s.seq, s.txn, s.key, s.op, s.status,
+            CASE WHEN s.op = 'delete' THEN (SELECT r.ident FROM recs r WHERE r.txn = s.txn
+                                            AND r.key = s.key AND r.op = 'delete')
+            ELSE (SELECT r.ident FROM recs r WHERE r.trace = s.trace) END AS ident
+          FROM stmts s WHERE s.rows = 1 AND s.status IN ('ok', 'unknown')) AS x
+    LEFT JOIN ids i ON i.ident = x.ident;
+CREATE INDEX stmt_found_txn ON stmt_found (txn, in_a, in_b) WHERE txn IS NOT NULL;
 -- the last change of each key per stream (the fold), filled by the order pass
 CREATE TABLE folds (region TEXT NOT NULL, key TEXT NOT NULL, ident INTEGER NOT NULL,
     PRIMARY KEY (region, key)) WITHOUT ROWID;
@@ -114,9 +119,7 @@ def _positions(db: sqlite3.Connection, ident: int) -> dict[str, Any]:
                    "b_shard": row[3], "b_sequence_number": row[4], "b_copies": row[5]})  # fmt: skip
 
 
-_LOST_FROM_A = """FROM stmt_found f JOIN stmts s ON s.trace = f.trace
-    LEFT JOIN ids i ON i.ident = f.ident
-    WHERE s.status = 'ok' AND i.s_n IS NULL"""
+_LOST_FROM_A = "FROM stmt_found s WHERE s.status = 'ok' AND NOT s.in_a"
 
 
 def check_lost(db: sqlite3.Connection, rec: Reconciliation, limit: int) -> Anomaly:
@@ -127,7 +130,7 @@ def check_lost(db: sqlite3.Connection, rec: Reconciliation, limit: int) -> Anoma
                 "explanation": f"committed {op} of key {key} (txn {txn}, statement {trace}) "
                 f"is not in region A's stream" + (" (region B has it)" if t_n else "")})
         for trace, producer, seq, txn, key, op, t_n in db.execute(
-            f"SELECT s.trace, s.producer, s.seq, s.txn, s.key, s.op, i.t_n {_LOST_FROM_A} "
+            f"SELECT s.trace, s.producer, s.seq, s.txn, s.key, s.op, s.t_n {_LOST_FROM_A} "
             "ORDER BY s.producer, s.seq LIMIT ?", (limit,))
     ]  # fmt: skip
     in_b = rec.anomalies["lost"]
@@ -183,14 +186,11 @@ def check_phantom(db: sqlite3.Connection, limit: int) -> Anomaly:
 def check_incomplete(db: sqlite3.Connection, limit: int) -> Anomaly:
     """Transactions of which a stream holds some changes but not all."""
     partial = db.execute(
-        """WITH p AS (SELECT s.txn, t.status, COUNT(*) AS total,
-                             SUM(i.s_n IS NOT NULL) AS in_a, SUM(i.t_n IS NOT NULL) AS in_b
-                      FROM stmt_found f JOIN stmts s ON s.trace = f.trace
-                      JOIN txns t ON t.txn = s.txn LEFT JOIN ids i ON i.ident = f.ident
-                      GROUP BY s.txn)
-           SELECT txn, status, total, in_a, in_b FROM p
+        """WITH p AS (SELECT txn, COUNT(*) AS total, SUM(in_a) AS in_a, SUM(in_b) AS in_b
+                      FROM stmt_found WHERE txn IS NOT NULL GROUP BY txn)
+           SELECT p.txn, t.status, total, in_a, in_b FROM p JOIN txns t ON t.txn = p.txn
            WHERE (in_a > 0 AND in_a < total) OR (in_b > 0 AND in_b < total)
-           ORDER BY CAST(txn AS INTEGER)"""
+           ORDER BY CAST(p.txn AS INTEGER)"""
     )  # fmt: skip
     count, examples = 0, []
     for txn, status, total, in_a, in_b in partial:
@@ -198,10 +198,9 @@ def check_incomplete(db: sqlite3.Connection, limit: int) -> Anomaly:
         if len(examples) >= limit:
             continue
         streams = [s for s, n in (("A", in_a), ("B", in_b)) if 0 < n < total]
-        column = "s_n" if "A" in streams else "t_n"
-        missing = _rows(db, f"""SELECT s.trace, s.key, s.op, s.seq FROM stmt_found f
-            JOIN stmts s ON s.trace = f.trace LEFT JOIN ids i ON i.ident = f.ident
-            WHERE s.txn = ? AND i.{column} IS NULL ORDER BY s.seq LIMIT ?""", (txn, limit))  # fmt: skip
+        column = "in_a" if "A" in streams else "in_b"
+        missing = _rows(db, f"""SELECT trace, key, op, seq FROM stmt_found
+            WHERE txn = ? AND NOT {column} ORDER BY seq LIMIT ?""", (txn, limit))  # fmt: skip
         examples.append({
             "txn": txn, "status": status, "streams": streams, "changes": total,
             "in_a": in_a, "in_b": in_b, "missing_keys": sorted({m["key"] for m in missing}),
@@ -352,8 +351,9 @@ def check_diverged(db: sqlite3.Connection, rec: Reconciliation, limit: int,
 
 
 def check_duplicated(db: sqlite3.Connection, limit: int) -> Anomaly:
-    sql = """FROM recs r JOIN ids i ON i.ident = r.ident WHERE r.own = 1
-             AND (i.s_n > 1 OR i.t_n > 1)"""
+    # ids_odd lists the identities with more than one copy (among others): no full scan
+    sql = f"""FROM ids i INDEXED BY ids_odd JOIN recs r ON r.ident = i.ident WHERE {ODD}
+             AND r.own = 1 AND (i.s_n > 1 OR i.t_n > 1)"""
     n, extra_a, extra_b = db.execute(
         f"SELECT COUNT(*), COALESCE(SUM(i.s_n - 1), 0), COALESCE(SUM(i.t_n - 1), 0) {sql}"
     ).fetchone()
