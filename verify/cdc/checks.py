@@ -63,17 +63,18 @@ CREATE TABLE txns AS SELECT txn, MIN(status) AS status, COUNT(*) AS stmts FROM s
     WHERE txn IS NOT NULL GROUP BY txn;
 CREATE UNIQUE INDEX txns_txn ON txns (txn);
 -- the statement that explains each change (a delete: the first delete of its key in its txn),
--- with what the checks read of it, so each check scans one table
+-- with what the checks read of it and its last copy's position in A and in B (NULL: no
+-- copy: ids keeps them while reading), so each check scans one table
 CREATE TABLE rec_stmt AS SELECT m.ident, m.key, m.txn, m.commit_us, m.stmt, s.status, s.rows,
-        s.producer, s.seq
+        s.producer, s.seq, i.s_last_ord AS a_ord, i.t_last_ord AS b_ord
     FROM (SELECT r.ident, r.key, r.txn, r.commit_us, CASE WHEN r.op = 'delete' THEN
             (SELECT s.trace FROM stmts s WHERE s.txn = r.txn AND s.key = r.key
              AND s.op = 'delete' ORDER BY s.seq LIMIT 1) ELSE r.trace END AS stmt
-          FROM recs r WHERE r.own = 1) AS m LEFT JOIN stmts s ON s.trace = m.stmt;
+          FROM recs r WHERE r.own = 1) AS m LEFT JOIN stmts s ON s.trace = m.stmt
+    LEFT JOIN ids i ON i.ident = m.ident;
 CREATE UNIQUE INDEX rec_stmt_ident ON rec_stmt (ident);
 -- the change each statement that must (or may) appear made, and which streams hold it
-CREATE TABLE stmt_found AS SELECT x.*, i.s_n IS NOT NULL AS in_a, i.t_n IS NOT NULL AS in_b,
-        i.t_n AS t_n
+CREATE TABLE stmt_found AS SELECT x.*, i.s_n IS NOT NULL AS in_a, i.t_n IS NOT NULL AS in_b
     FROM (SELECT s.trace, s.producer, s.seq, s.txn, s.key, s.op, s.status,
             CASE WHEN s.op = 'delete' THEN (SELECT r.ident FROM recs r WHERE r.txn = s.txn
                                             AND r.key = s.key AND r.op = 'delete')
@@ -126,11 +127,11 @@ def check_lost(db: sqlite3.Connection, rec: Reconciliation, limit: int) -> Anoma
     n_a = db.execute(f"SELECT COUNT(*) {_LOST_FROM_A}").fetchone()[0]
     examples = [
         _clean({"txn": txn, "key": key, "trace": trace, "op": op, "statement_seq": seq,
-                "producer": producer, "in_a": False, "in_b": bool(t_n),
+                "producer": producer, "in_a": False, "in_b": bool(in_b),
                 "explanation": f"committed {op} of key {key} (txn {txn}, statement {trace}) "
-                f"is not in region A's stream" + (" (region B has it)" if t_n else "")})
-        for trace, producer, seq, txn, key, op, t_n in db.execute(
-            f"SELECT s.trace, s.producer, s.seq, s.txn, s.key, s.op, s.t_n {_LOST_FROM_A} "
+                f"is not in region A's stream" + (" (region B has it)" if in_b else "")})
+        for trace, producer, seq, txn, key, op, in_b in db.execute(
+            f"SELECT s.trace, s.producer, s.seq, s.txn, s.key, s.op, s.in_b {_LOST_FROM_A} "
             "ORDER BY s.producer, s.seq LIMIT ?", (limit,))
     ]  # fmt: skip
     in_b = rec.anomalies["lost"]
@@ -213,22 +214,22 @@ def check_incomplete(db: sqlite3.Connection, limit: int) -> Anomaly:
 
 # one row per change of this run, in key order, with its last copy's position per stream
 # (the identity's ``s_last_ord``/``t_last_ord``: kept by every upsert while reading)
-_LAST = """SELECT m.key, m.ident, m.commit_us, m.txn, m.producer, m.seq, i.s_last_ord,
-    i.t_last_ord FROM rec_stmt m JOIN ids i ON i.ident = m.ident ORDER BY m.key"""
+_LAST = """SELECT key, ident, commit_us, txn, producer, seq, a_ord, b_ord FROM rec_stmt
+    ORDER BY key"""
 FOLD_BATCH = 5000
 
 
-def _order_key(row: tuple) -> tuple:
-    """(position, commit, txn, producer, statement seq) with SQL's NULLs first."""
-    ord_, _, commit_us, txn, producer, seq = row
+def _order_key(change: tuple) -> tuple:
+    """(position, commit, txn, producer, statement seq, ident) with SQL's NULLs first."""
+    ord_, commit_us, txn, producer, seq, ident = change
     return (ord_, commit_us, txn, producer is not None, producer or "", seq is not None,
-            seq or 0)  # fmt: skip
+            seq or 0, ident)  # fmt: skip
 
 
 @dataclass(slots=True)
 class OrderPass:
     """Per stream: out-of-order changes (count, the first ``limit`` as (region, key, change,
-    change before it), each change as (ord, ident, commit, txn, producer, seq))."""
+    change before it), each change as (ord, commit, txn, producer, seq, ident))."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REGIONS, 0))
     found: dict[str, list] = field(default_factory=lambda: {r: [] for r in REGIONS})
@@ -244,19 +245,22 @@ def order_pass(db: sqlite3.Connection, limit: int) -> OrderPass:
     key = None
 
     def close_key() -> None:
-        for r, column in (("a", 0), ("b", 1)):
-            copies = sorted((c for c in ((row[6 + column], *row[1:6]) for row in per_key)
-                             if c[0] is not None), key=_order_key)  # fmt: skip
+        for r, at in (("a", 6), ("b", 7)):
+            copies = [(row[at], *row[2:6], row[1]) for row in per_key if row[at] is not None]
             if not copies:
                 continue
+            try:
+                copies.sort()
+            except TypeError:  # a NULL producer or seq beside a value at an equal position
+                copies.sort(key=_order_key)
             for before, row in zip(copies, copies[1:], strict=False):
-                if row[2] < before[2] or (row[3] == before[3] and row[4] == before[4]
-                                          and row[5] is not None and before[5] is not None
-                                          and row[5] < before[5]):  # fmt: skip
+                if row[1] < before[1] or (row[2] == before[2] and row[3] == before[3]
+                                          and row[4] is not None and before[4] is not None
+                                          and row[4] < before[4]):  # fmt: skip
                     out.counts[r] += 1
                     if len(out.found[r]) < limit:
                         out.found[r].append((r, key, row, before))
-            folds.append((r, key, copies[-1][1]))
+            folds.append((r, key, copies[-1][5]))
         per_key.clear()
         if len(folds) >= FOLD_BATCH:
             db.executemany("INSERT INTO folds VALUES (?,?,?)", folds)
@@ -285,7 +289,7 @@ def check_reordered(db: sqlite3.Connection, rec: Reconciliation, limit: int,
     for region, key, row, before in (*order.found["a"], *order.found["b"]):
         if len(examples) >= limit:
             break
-        this, prior = (_change(db, region, c[0], c[1]) for c in (row, before))
+        this, prior = (_change(db, region, c[0], c[5]) for c in (row, before))
         examples.append({
             "stream": region.upper(), "key": key, "record": this, "after": prior,
             "explanation": f"in stream {region.upper()}, key {key}: txn {this['txn']} "
