@@ -58,7 +58,7 @@ DERIVED = """
 DROP TABLE IF EXISTS rec_stmt; DROP TABLE IF EXISTS stmt_found; DROP TABLE IF EXISTS lastcopy;
 DROP TABLE IF EXISTS txns; DROP TABLE IF EXISTS folds;
 CREATE INDEX IF NOT EXISTS recs_trace ON recs (trace) WHERE trace IS NOT NULL;
-CREATE INDEX IF NOT EXISTS recs_txn ON recs (txn, key, op);
+CREATE INDEX IF NOT EXISTS recs_deletes ON recs (txn, key) WHERE op = 'delete';
 CREATE TABLE txns AS SELECT txn, MIN(status) AS status, COUNT(*) AS stmts FROM stmts
     WHERE txn IS NOT NULL GROUP BY txn;
 CREATE UNIQUE INDEX txns_txn ON txns (txn);
