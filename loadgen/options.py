@@ -279,7 +279,8 @@ def load_options(parsed: Any, pipeline: str | None = None) -> LoadOptions:
         raise LoadgenUsageError(f"--lazy-rate {lazy_rate}: actions per second, above 0")
     ops = aa.pipeline_ops(pipeline, g("ops"))
     active = aa.active_options(g, keyspace.size) if pipeline == aa.PIPELINE else aa.ActiveOptions()
-    postgres = pg.postgres_options(g) if pipeline == "postgres-cdc" else pg.PostgresOptions()
+    postgres = (pg.postgres_options(g, parsed) if pipeline == "postgres-cdc"
+                else pg.PostgresOptions())  # fmt: skip
     return LoadOptions(
         template_text=text,
         template=template,

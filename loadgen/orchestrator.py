@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from loadgen.errors import OrchestrationError
 from loadgen.ledger import LedgerCollector, LedgerSummary, LedgerWriter
 from loadgen.options import LoadOptions, public_dict
+from loadgen.postgres_options import cdc_names
 from loadgen.replicators import (
     ReplicatorProcesses,
     capture_mode,
@@ -180,9 +181,12 @@ class Orchestrator:
         if config.endpoint_mode is EndpointMode.EMBEDDED:
             # A fresh stream per run: an endpoint kept across web-UI runs holds older records.
             config = dataclasses.replace(config, prefix=f"{config.prefix}-{run.run_id[-6:]}")
-        run.write_json(
-            runs.CONFIG_FILE, {**config.to_public_dict(), "load": public_dict(self.options)}
-        )
+        # the names the records of this run's table carry (--table-mappings; checked again
+        # here with the run's final prefix)
+        names = (cdc_names(config.prefix, self.options.postgres)
+                 if config.pipeline == "postgres-cdc" else {})  # fmt: skip
+        run.write_json(runs.CONFIG_FILE, {**config.to_public_dict(),
+                                          "load": public_dict(self.options), **names})  # fmt: skip
         self.say(f"run directory: {run.path}")
         from xrh.provision import provision
 

@@ -7,7 +7,12 @@
 - ``--postgres-url URL``: an existing database instead of the throwaway server; its password
   is never written to ``config.json`` or ``postgres.json`` (:func:`public_url`);
 - ``--capture slot|notify``: how the capture process reads the changes (a logical replication
-  slot, or the seed's trigger and LISTEN/NOTIFY), default ``slot``.
+  slot, or the seed's trigger and LISTEN/NOTIFY), default ``slot``;
+- ``--table-mappings @file|JSON``: AWS DMS table-mapping rules for capture (selection and
+  renames, :mod:`replicator.core.table_mappings`), checked here with capture's parser (a fault
+  names the rule id and field); the rules must select the harness table. The names its records
+  then carry are written to ``config.json`` as ``cdc_names`` (:func:`cdc_names`), where verify
+  reads them.
 
 Resolved by :func:`loadgen.options.load_options` into :class:`PostgresOptions`; given to a run
 of another pipeline each of them is refused (exit 3), as the other pipelines' options are.
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from loadgen.errors import LoadgenUsageError
 from loadgen.item_writes import ops_text, parse_ops
-from xrh.postgres_cdc import CAPTURE_MODES, OPERATIONS, PIPELINE
+from xrh.postgres_cdc import CAPTURE_MODES, COLUMNS, OPERATIONS, PIPELINE, SCHEMA, table_name
 
 DEFAULT_PG_OPS = (("insert", 5.0), ("update", 4.0), ("delete", 1.0))
 DEFAULT_STATEMENTS = 3
@@ -31,7 +37,8 @@ DEFAULT_ROLLBACK_SHARE = 0.05
 #: (dest, flag) of the options of this pipeline only
 POSTGRES_OPTIONS = (("statements_per_txn", "--statements-per-txn"),
                     ("rollback_share", "--rollback-share"), ("pg_ops", "--pg-ops"),
-                    ("postgres_url", "--postgres-url"), ("capture", "--capture"))  # fmt: skip
+                    ("postgres_url", "--postgres-url"), ("capture", "--capture"),
+                    ("table_mappings", "--table-mappings"))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,7 @@ class PostgresOptions:
     ops: tuple[tuple[str, float], ...] = DEFAULT_PG_OPS  # (insert | update | delete, weight)
     url: str | None = None  # --postgres-url (with its password); None: the throwaway server
     capture: str = CAPTURE_MODES[0]  # slot | notify
+    table_mappings: str | None = None  # --table-mappings as JSON text (an @file read); None: default
 
 
 def add_postgres_options(add: Callable[..., None]) -> None:
@@ -57,6 +65,9 @@ def add_postgres_options(add: Callable[..., None]) -> None:
     add("--capture", default=None, help="postgres-cdc: how capture reads the changes: slot "
         "(a logical replication slot) or notify (the seed's trigger and LISTEN/NOTIFY) "
         "(default slot)")  # fmt: skip
+    add("--table-mappings", default=None, help="postgres-cdc: AWS DMS table-mapping rules for "
+        "capture (@file or inline JSON): selection and renames; the harness table must be "
+        "selected (default: the harness table under its own names)")  # fmt: skip
 
 
 def public_url(url: str | None) -> str | None:
@@ -91,8 +102,72 @@ def _check_url(url: str) -> str:
     return url
 
 
-def postgres_options(g: Callable[..., Any]) -> PostgresOptions:
-    """Resolve the options (``g(dest, default)``: the flag, else the drill's, else default)."""
+def _read_mappings(spec: str) -> tuple[str, Any]:
+    """``--table-mappings`` (``@file`` or inline) as (JSON text, parsed rules), checked by the
+    parser capture uses."""
+    from replicator.core import table_mappings
+
+    source = "--table-mappings"
+    if spec.startswith("@"):
+        source = spec[1:]
+        try:
+            spec = Path(source).read_text()
+        except OSError as exc:
+            raise LoadgenUsageError(f"--table-mappings: cannot read {source}: "
+                                    f"{exc.strerror}") from None  # fmt: skip
+    try:
+        return spec, table_mappings.parse(spec, source)
+    except table_mappings.MappingError as exc:
+        raise LoadgenUsageError(str(exc)) from None
+
+
+def table_names(rules: Any, table: str) -> dict[str, str]:
+    """The names records of ``public.<table>`` carry under ``rules`` (verify's ``cdc_names``:
+    ``schema``, ``table`` and each column of :data:`COLUMNS`); LoadgenUsageError when the rules
+    do not select the table, or remove one of its columns (verify could not judge the records)."""
+    from replicator.core.table_mappings import renamed_names
+
+    names = renamed_names(rules, SCHEMA, table, COLUMNS)
+    if names is None:
+        raise LoadgenUsageError(f"--table-mappings: the rules do not select {SCHEMA}.{table}: "
+                                "nothing would be captured")  # fmt: skip
+    removed = [c for c in COLUMNS if names[c] is None]
+    if removed:
+        raise LoadgenUsageError(f"--table-mappings: the rules remove column(s) "
+                                f"{', '.join(removed)} of {SCHEMA}.{table}: verify needs every "
+                                "column")  # fmt: skip
+    return {name: str(value) for name, value in names.items()}
+
+
+def cdc_names(prefix: str, options: PostgresOptions) -> dict[str, Any]:
+    """``{"cdc_names": ...}`` for the run's config.json when ``--table-mappings`` was given
+    (the names of the table of the run's final ``prefix``), else nothing."""
+    if options.table_mappings is None:
+        return {}
+    from replicator.core import table_mappings
+
+    rules = table_mappings.parse(options.table_mappings)
+    return {"cdc_names": table_names(rules, table_name(prefix))}
+
+
+def _option_time_table(parsed: Any) -> str | None:
+    """The harness table to check the rules against before the run, or None when the options
+    carry no run configuration (a worker's, sent by its master, which checked them). With the
+    embedded endpoint each run's prefix gains ``-`` and 6 hex digits of its run id, stood for
+    here by ``xxxxxx``; the run checks its real table again before it starts."""
+    from xrh.config import EndpointMode, config_from_options
+
+    if parsed is None or not hasattr(parsed, "pipeline"):
+        return None
+    config = config_from_options(parsed)
+    if config.endpoint_mode is EndpointMode.EMBEDDED:
+        return table_name(f"{config.prefix}-xxxxxx")
+    return table_name(config.prefix)
+
+
+def postgres_options(g: Callable[..., Any], parsed: Any = None) -> PostgresOptions:
+    """Resolve the options (``g(dest, default)``: the flag, else the drill's, else default;
+    ``parsed``: the parsed options, for the harness table ``--table-mappings`` must select)."""
     from loadgen.options import _number, _whole  # (loadgen.options imports this module)
 
     statements = _whole(g("statements_per_txn", DEFAULT_STATEMENTS), "--statements-per-txn", 1,
@@ -105,12 +180,19 @@ def postgres_options(g: Callable[..., Any]) -> PostgresOptions:
         raise LoadgenUsageError(f"--capture {g('capture')!r}: choose one of "
                                 f"{', '.join(CAPTURE_MODES)}")  # fmt: skip
     url = g("postgres_url")
+    mappings = None
+    if g("table_mappings"):
+        mappings, rules = _read_mappings(str(g("table_mappings")).strip())
+        table = _option_time_table(parsed)
+        if table is not None:
+            table_names(rules, table)
     return PostgresOptions(
         statements_per_txn=statements,
         rollback_share=share,
         ops=parse_ops(g("pg_ops"), "--pg-ops", ops=OPERATIONS, default=DEFAULT_PG_OPS),
         url=_check_url(str(url).strip()) if url else None,
         capture=capture,
+        table_mappings=mappings,
     )
 
 
@@ -125,4 +207,5 @@ def postgres_public(pipeline: str, options: PostgresOptions) -> dict[str, Any]:
         "pg_ops": ops_text(options.ops),
         "postgres_url": public_url(options.url),
         "capture": options.capture,
+        "table_mappings": options.table_mappings,
     }

@@ -98,6 +98,7 @@ def capture_command(config: HarnessConfig, options: LoadOptions, run_path: Path,
         sys.executable, "-m", "xrh", "capture", "--pipeline", config.pipeline,
         "--run-dir", str(run_path), "--prefix", config.prefix, *endpoint,
         *(["--capture", mode] if mode != "slot" else []),
+        *(["--table-mappings", mappings] if (mappings := options.postgres.table_mappings) else []),
         "--drain-timeout", str(options.drain_timeout_s),
     ]  # fmt: skip
 

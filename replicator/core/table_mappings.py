@@ -120,6 +120,18 @@ class TableMappings:
         return current
 
 
+def renamed_names(rules: TableMappings, schema: str, table: str,
+                  columns: Sequence[str]) -> dict[str, str | None] | None:  # fmt: skip
+    """The names the records of ``schema.table`` carry after the rules' renames: ``{"schema":
+    ..., "table": ..., <column>: <its name in the records, None when removed>, ...}`` for each
+    of ``columns``; None when the rules do not select the table (nothing is captured)."""
+    mapped = rules.table(schema, table, columns)
+    if mapped is None:
+        return None
+    return {"schema": mapped.schema, "table": mapped.table,
+            **{column: mapped.column(column) for column in columns}}  # fmt: skip
+
+
 def default_mappings(schema: str, table: str) -> TableMappings:
     """Only ``schema.table`` (the harness table), under its own names."""
     locator = _Locator(_pattern(schema), _pattern(table), None)

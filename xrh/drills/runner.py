@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capture", choices=("slot", "notify"), default=None,
                         help="postgres-cdc: capture through the replication slot (default) or "
                         "the seed's trigger + LISTEN/NOTIFY")  # fmt: skip
+    parser.add_argument("--table-mappings", default=None,
+                        help="postgres-cdc: AWS DMS table-mapping rules for capture (@file or "
+                        "inline JSON), passed to each drill's run")  # fmt: skip
 
 
 def locustfile() -> Path:
@@ -116,6 +119,8 @@ def command(args: argparse.Namespace, drill: Drill, replicator: str) -> list[str
         cmd += ["--keys", str(args.keys)]
     if getattr(args, "capture", None) is not None:
         cmd += ["--capture", args.capture]
+    if getattr(args, "table_mappings", None) is not None:
+        cmd += ["--table-mappings", args.table_mappings]
     if args.seed is not None:
         cmd += ["--seed", str(args.seed)]
     return cmd
