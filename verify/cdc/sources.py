@@ -42,10 +42,12 @@ def import_ledger(store: CdcStore, path: Path, notes: list[str]) -> str | None:
             yield (trace, producer, seq, None if txn is None else str(txn).strip(),
                    key_text(key) or key, op, status, n, commit_ms)  # fmt: skip
 
-    return load_ledger_file(path, notes, lambda ledger: store.add_statements(rows(ledger)),
-                            target="the postgres-cdc table",
-                            absent="the streams judged against each other and the table "
-                            "without a ledger")  # fmt: skip
+    reason = load_ledger_file(path, notes, lambda ledger: store.add_statements(rows(ledger)),
+                              target="the postgres-cdc table",
+                              absent="the streams judged against each other and the table "
+                              "without a ledger")  # fmt: skip
+    notes.extend(store.separate_reused_xids())
+    return reason
 
 
 def database(run_path: Path) -> dict[str, Any] | None:

@@ -139,6 +139,40 @@ class CdcStore(Store):
         """Ledger rows of (trace, producer, seq, txn, key, op, status, rows, commit_ms)."""
         return self._insert_many("INSERT OR REPLACE INTO stmts VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
+    def separate_reused_xids(self) -> list[str]:
+        """Tell apart ledger transactions that PostgreSQL gave the same xid.
+
+        An xid a transaction took but never wrote to disk is handed out again after a crash,
+        so a transaction in flight at a crash (never committed: a committed xid is on disk and
+        never reused) and one after the restart can share it. Of the ledger transactions
+        holding one xid (by producer and outcome), only the last (earliest statement time) can
+        have committed: the earlier ones get a txn of their own (``<xid>~<producer>~<seq>``),
+        which no record carries, so their statements are judged as not committed. Returns one
+        note per xid so separated."""
+        holders = self.db.execute(
+            """SELECT txn, producer, status, MIN(seq), MIN(commit_ms) FROM stmts
+               WHERE txn IS NOT NULL AND txn IN (SELECT txn FROM stmts WHERE txn IS NOT NULL
+                   GROUP BY txn HAVING COUNT(DISTINCT producer || char(0) || status) > 1)
+               GROUP BY txn, producer, status ORDER BY txn, MIN(commit_ms), MIN(seq)"""
+        ).fetchall()
+        by_xid: dict[str, list[tuple]] = {}
+        for row in holders:
+            by_xid.setdefault(row[0], []).append(row)
+        notes = []
+        with self.db:
+            for xid, group in by_xid.items():
+                for _, producer, status, first_seq, _ in group[:-1]:
+                    self.db.execute(
+                        "UPDATE stmts SET txn = ? WHERE txn = ? AND producer = ? AND status = ?",
+                        (f"{xid}~{producer}~{first_seq}", xid, producer, status),
+                    )
+                notes.append(
+                    f"xid {xid} was given to {len(group)} ledger transactions (reused after a "
+                    f"database crash): the change records with it are matched to the last one "
+                    f"({group[-1][1]}, {group[-1][2]})"
+                )
+        return notes
+
     def add_table_rows(self, rows: Iterable[tuple]) -> int:
         """The table as read: (key text, normalised body, trace, own)."""
         return self._insert_many("INSERT OR REPLACE INTO table_rows VALUES (?,?,?,?)", rows)
