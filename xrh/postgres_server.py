@@ -16,13 +16,16 @@ acknowledged commit), trust authentication on loopback only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +231,23 @@ def _check_reachable(base_dir: Path, owner: tuple[int, int]) -> None:
                 f"{parent} is closed to the user PostgreSQL runs as (uid {owner[0]}; it refuses "
                 f"to run as root): put the run directory under a folder others can enter"
             )
+
+
+@contextlib.contextmanager
+def temporary_server(prefix: str = "xrh-pg-") -> Iterator[PostgresServer]:
+    """A throwaway server in a new folder of its own (open to the server's user, unlike
+    pytest's temporary folders), stopped and removed with the folder on exit: for tests and
+    benchmarks."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(base, 0o755)
+    try:
+        server = throwaway_server(base)
+        try:
+            yield server
+        finally:
+            server.remove()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def throwaway_server(base_dir: Path, *, port: int | None = None, start: bool = True,

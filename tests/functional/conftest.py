@@ -15,7 +15,7 @@ import pytest
 
 from xrh.config import HarnessConfig, parse_config
 from xrh.endpoint import EmbeddedEndpoint
-from xrh.postgres_server import PostgresServer, throwaway_server
+from xrh.postgres_server import PostgresServer, temporary_server
 from xrh.provision import destroy, provision
 
 _prefixes = itertools.count(1)
@@ -48,14 +48,8 @@ def postgres_server() -> Iterator[PostgresServer]:
     directory) per test process; tests use tables, publications and slots of their own prefix.
     The folder is open to the server's user (it runs as 'postgres' when the tests run as root;
     pytest's own temporary folders are closed to other users)."""
-    base = Path(tempfile.mkdtemp(prefix="xrh-pg-"))
-    os.chmod(base, 0o755)
-    server = throwaway_server(base)
-    try:
+    with temporary_server() as server:
         yield server
-    finally:
-        server.remove()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,28 +5,18 @@ slots (the capture's own, and a second one read alone as the baseline)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 
 from xrh import postgres_cdc as cdc
 from xrh import postgres_setup
-from xrh.postgres_server import PostgresServer, throwaway_server
+from xrh.postgres_server import PostgresServer, temporary_server
 
 
 def postgres() -> Iterator[PostgresServer]:
-    base = Path(tempfile.mkdtemp(prefix="xrh-pg-bench-"))
-    os.chmod(base, 0o755)
-    server = throwaway_server(base)
-    try:
+    with temporary_server("xrh-pg-bench-") as server:
         yield server
-    finally:
-        server.remove()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def bare_slot(prefix: str) -> str:
