@@ -128,6 +128,7 @@ class NotifyListener:
     def __init__(self, url: str, channel: str) -> None:
         self.url, self.channel = url, channel
         self.conn: psycopg.Connection[Any] | None = None
+        self.connections = 0  # LISTEN sessions opened: each one after the first lost a gap
 
     def receive(self, timeout_s: float, limit: int = 1000) -> list[str]:
         try:
@@ -135,6 +136,7 @@ class NotifyListener:
                 self.conn = psycopg.connect(self.url, autocommit=True,
                                             connect_timeout=CONNECT_TIMEOUT_S)  # fmt: skip
                 self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                self.connections += 1
             return [n.payload for n in self.conn.notifies(timeout=timeout_s, stop_after=limit)]
         except psycopg.Error as exc:
             self.close()

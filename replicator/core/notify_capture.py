@@ -95,11 +95,17 @@ class NotifyCapture(Requests):
         self.log = log or (lambda event, **fields: None)
         self.progress = progress
         self.records_put = self.dead_lettered = self.lost = self.requests = 0
+        self._connections = 0
         self.last_commit_ms: int | None = None
 
     def step(self, timeout_s: float = 0.2) -> int:
         """Receive what was notified and put it; the number of notifications received."""
         payloads = self.listener.receive(timeout_s)
+        connections = getattr(self.listener, "connections", 0)
+        if connections > max(1, self._connections):
+            self.log("listener_reconnected", connections=connections, behaviour=NOTIFY_LABEL,
+                     note="changes notified while the listener was not connected are lost")  # fmt: skip
+        self._connections = max(self._connections, connections)
         entries, letters = [], []
         for payload in payloads:
             try:
