@@ -16,7 +16,7 @@ way (side ``a``: region A's forwarder and applier, side ``b``: region B's), drai
 its producers write both regions by ``--region-weights``, so a drill's failover does not move
 them.
 
-postgres-cdc (:meth:`Orchestrator._start_database`): before the load a throwaway PostgreSQL
+postgres-cdc (:mod:`loadgen.run_database`): before the load a throwaway PostgreSQL
 server starts in the run directory (``postgres/``, its log ``postgres.log``) unless
 ``--postgres-url`` names a database; ``postgres.json`` says where it is (without a password:
 one in ``--postgres-url`` reaches capture and verify as libpq's ``PGPASSWORD``); the table, its
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,13 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadgen import run_database
 from loadgen.errors import OrchestrationError
 from loadgen.ledger import LedgerCollector, LedgerSummary, LedgerWriter
 from loadgen.options import LoadOptions, public_dict
 from loadgen.postgres_options import cdc_names
 from loadgen.replicators import (
     ReplicatorProcesses,
-    capture_mode,
     replicator_command,
     sides_to_start,
 )
@@ -222,70 +221,16 @@ class Orchestrator:
         return state
 
     def _start_database(self, state: RunState) -> None:
-        """The throwaway server (unless ``--postgres-url``), ``postgres.json``, and the table,
-        publication and slot (notify: the trigger instead of the slot) before any load."""
-        import psycopg
-
-        from loadgen.postgres_options import public_url, url_password
-        from xrh import postgres_cdc as cdc
-        from xrh import postgres_setup
-
-        url, prefix = self.options.postgres.url, state.config.prefix
-        if url is None:
-            from xrh.postgres_server import throwaway_server
-
-            self.say("starting a throwaway PostgreSQL server in the run directory...")
-            state.postgres = throwaway_server(state.run.path, start=False)
-            state.postgres.start()
-            url = state.postgres.url
-        elif password := url_password(url):
-            os.environ["PGPASSWORD"] = password  # capture (a child) and verify, never on disk
-        server = state.postgres
-        state.run.write_json(cdc.POSTGRES_FILE, {
-            "url": public_url(url), "managed": server is not None,
-            "data_dir": str(server.data_dir) if server is not None else None,
-            "table": f"{cdc.SCHEMA}.{cdc.table_name(prefix)}", "slot": cdc.slot_name(prefix),
-            "publication": cdc.publication_name(prefix),
-        })  # fmt: skip
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-            if capture_mode(self.options) == "notify":
-                postgres_setup.create_table(conn, prefix)
-                postgres_setup.create_publication(conn, prefix)
-                postgres_setup.create_notify_trigger(conn, prefix)
-            else:
-                postgres_setup.create_all(conn, prefix)
-        self.say(f"database: {public_url(url)}, table {cdc.SCHEMA}.{cdc.table_name(prefix)}")
+        state.postgres = run_database.start(state.run, state.config, self.options, self.say)
 
     def restart_database(self, mode: str = "fast") -> None:
         """Restart the run's throwaway server (a drill): ``fast`` or ``immediate`` (a crash)."""
-        server = self.state.postgres if self.state is not None else None
-        if server is None:
-            raise OrchestrationError("restarting the database needs the run's throwaway "
-                                     "PostgreSQL server (not --postgres-url)")  # fmt: skip
-        self.say(f"restarting PostgreSQL ({mode})...")
-        server.restart(mode)
+        run_database.restart(self.state.postgres if self.state is not None else None, mode,
+                             self.say)  # fmt: skip
 
     def _stop_database(self, state: RunState) -> None:
-        """Stop the throwaway server and remove its data directory; on a user's database drop
-        the run's slot, publication and trigger (best effort, idempotent)."""
-        if state.postgres is not None:
-            server, state.postgres = state.postgres, None
-            server.remove()
-            self.say("PostgreSQL stopped; its data directory removed")
-            return
-        from xrh.postgres_cdc import POSTGRES_FILE
-
-        if self.options.postgres.url and state.run.file(POSTGRES_FILE).exists():
-            import psycopg
-
-            from xrh import postgres_setup
-
-            try:
-                with psycopg.connect(self.options.postgres.url, autocommit=True,
-                                     connect_timeout=10) as conn:  # fmt: skip
-                    postgres_setup.drop_all(conn, state.config.prefix, keep_table=True)
-            except psycopg.Error as exc:
-                self.say(f"could not drop the run's slot and publication: {exc}")
+        server, state.postgres = state.postgres, None
+        run_database.stop(server, state.run, state.config, self.options, self.say)
 
     def _watch_claims(self, state: RunState) -> None:
         """Look at the target's checkpoint table every half second for the whole run, so
