@@ -53,6 +53,11 @@ from typing import Any
 STAMP_TS = "last_update_timestamp"
 STAMP_REGION = "last_updater_region"
 TOMBSTONE = "xrh_deleted"
+#: Bookkeeping (``xrh_*``: verify leaves it out) on every version the applier writes: the origin
+#: table stream's sequence number of the change (N). Two versions of one stamp from one region
+#: are ordered by it, as in their origin table, so a repair that reads its stream late can put
+#: back the later of them over the earlier (the table alone cannot tell them apart).
+SOURCE_SEQ = "xrh_source_seq"
 FORWARD_SCOPE = "active-active:forward:{table}:{region}"  # region: where the forwarder reads
 APPLY_SCOPE = "active-active:apply:{stream}:{region}"  # region: where the applier writes
 LAG_FILE = "replication-lag.jsonl"  # {"ts_ms", "direction": "a->b", "lag_ms"} per applied batch
@@ -85,6 +90,13 @@ def stamp_of(item: dict[str, Any] | None) -> Stamp | None:
     if ts is None or region is None:
         return ZERO
     return Stamp(int(ts), str(region))
+
+
+def source_seq_of(item: dict[str, Any] | None) -> int | None:
+    """:data:`SOURCE_SEQ` of an item in wire form, or None."""
+    value = (item or {}).get(SOURCE_SEQ)
+    text = value.get("N") if isinstance(value, dict) else None
+    return int(text) if isinstance(text, str) and text.isdigit() else None
 
 
 def is_tombstone(item: dict[str, Any] | None) -> bool:

@@ -21,13 +21,15 @@ from botocore.exceptions import ClientError
 
 from replicator.adapters.send_guard import SendGuard
 from replicator.adapters.table import translate
-from xrh.active_active import STAMP_REGION, STAMP_TS, Stamp
+from xrh.active_active import SOURCE_SEQ, STAMP_REGION, STAMP_TS, Stamp
 
 #: The contract's last-writer-wins order as a condition: over no item, an older timestamp, or the
 #: same timestamp from a region that sorts before or equal (the same origin's later record wins).
 LWW_CONDITION = "attribute_not_exists(pk) OR #ts < :ts OR (#ts = :ts AND #r <= :r)"
 #: The same order, strictly older only: a repair never replaces a version of equal stamp.
 STRICT_CONDITION = "attribute_not_exists(pk) OR #ts < :ts OR (#ts = :ts AND #r < :r)"
+#: Strict, but over an equal stamp of one region held at an earlier origin stream position.
+ORDERED_CONDITION = STRICT_CONDITION + " OR (#ts = :ts AND #r = :r AND #seq < :seq)"
 #: The sample's condition: the bare timestamp, strictly older.
 SAMPLE_CONDITION = "attribute_not_exists(pk) OR #ts < :ts"
 
@@ -73,14 +75,21 @@ class DynamoLwwTable:
         stamp: Stamp,
         guard: Callable[[], object] | None = None,
         strict: bool = False,
+        order: int | None = None,
     ) -> bool:
         """PutItem of ``item`` unless the table holds a version with a larger stamp (with
-        ``strict``, or an equal one)."""
+        ``strict``, or an equal one, unless held at an earlier origin position than
+        ``order``)."""
+        names = {"#ts": STAMP_TS, "#r": STAMP_REGION}
+        values = {":ts": {"N": str(stamp.ts)}, ":r": {"S": stamp.region}}
+        condition = STRICT_CONDITION if strict else LWW_CONDITION
+        if strict and order is not None:
+            condition = ORDERED_CONDITION
+            names["#seq"] = SOURCE_SEQ
+            values[":seq"] = {"N": str(order)}
         return self._put(
-            guard, TableName=table, Item=item,
-            ConditionExpression=STRICT_CONDITION if strict else LWW_CONDITION,
-            ExpressionAttributeNames={"#ts": STAMP_TS, "#r": STAMP_REGION},
-            ExpressionAttributeValues={":ts": {"N": str(stamp.ts)}, ":r": {"S": stamp.region}},
+            guard, TableName=table, Item=item, ConditionExpression=condition,
+            ExpressionAttributeNames=names, ExpressionAttributeValues=values,
         )  # fmt: skip
 
     def put_if_ts_newer(self, table: str, item: dict[str, Any], ts: int) -> bool:

@@ -44,6 +44,7 @@ from replicator.core.lww_writes import ConditionalWriter, StampedWrite, squash
 from replicator.core.metrics import Metrics
 from replicator.core.records import SourceRecord
 from replicator.errors import DeadLetterError, LeaseLost
+from xrh.active_active import SOURCE_SEQ
 
 COUNTERS = (
     "batches", "records_in", "applied", "superseded", "squashed", "came_back", "malformed",
@@ -127,7 +128,8 @@ class Applier(ClosedShardIdle):
             self.log("came_back", shard_id=shard_id, records=len(came_back),
                      example={"pk": came_back[0].pk, "stamp": came_back[0].stamp.to_json(),
                               "source": came_back[0].source})  # fmt: skip
-        writes = [StampedWrite(s.pk, s.image, s.stamp, r) for r, s in good]
+        writes = [StampedWrite(s.pk, with_source_seq(s.image, s.source), s.stamp, r)
+                  for r, s in good]  # fmt: skip
         last = squash(writes)
         report = self.writer.write(last, guard=fence.check if fence is not None else None)
         m.add("write_calls", report.calls)
@@ -188,3 +190,13 @@ class Applier(ClosedShardIdle):
 
     def close(self) -> None:
         self.writer.close()
+
+
+def with_source_seq(image: dict, source: dict) -> dict:
+    """The image to write, carrying the change's origin stream position
+    (:data:`~xrh.active_active.SOURCE_SEQ`; replaced if the origin's item had one)."""
+    seq = source.get("seq") if isinstance(source, dict) else None
+    out = {k: v for k, v in image.items() if k != SOURCE_SEQ}
+    if isinstance(seq, str) and seq.isdigit():
+        out[SOURCE_SEQ] = {"N": seq}
+    return out

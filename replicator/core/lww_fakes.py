@@ -21,7 +21,7 @@ from replicator.core.fakes import ScriptedSink
 from replicator.core.lww_records import pk_of
 from replicator.core.records import SourceRecord
 from replicator.errors import SinkError
-from xrh.active_active import STAMP_REGION, STAMP_TS, Stamp, stamp_of
+from xrh.active_active import STAMP_REGION, STAMP_TS, Stamp, source_seq_of, stamp_of
 
 
 def item(pk: str, ts: int, region: str, **values: str) -> dict[str, Any]:
@@ -58,14 +58,18 @@ class FakeItemsTable:
     # ------------------------------------------------------------------ the sinks' writes
 
     def put_if_newer(
-        self, table: str, image: dict[str, Any], stamp: Stamp, guard=None, strict: bool = False
+        self, table: str, image: dict[str, Any], stamp: Stamp, guard=None, strict: bool = False,
+        order: int | None = None,
     ) -> bool:
         with self._lock:
             self._call()
             if guard is not None:
                 guard()
-            held = stamp_of(self.items.get(pk_of(image)))
-            if held is not None and (held > stamp or (strict and held == stamp)):
+            current = self.items.get(pk_of(image))
+            held = stamp_of(current)
+            held_seq = source_seq_of(current)
+            earlier = order is not None and held_seq is not None and held_seq < order
+            if held is not None and (held > stamp or (strict and held == stamp and not earlier)):
                 return False
             self._write(pk_of(image), dict(image))
             return True

@@ -60,7 +60,7 @@ from replicator.core.lww_writes import ConditionalWriter, StampedWrite, squash
 from replicator.core.metrics import Metrics
 from replicator.core.putrecords import PutEntry, PutRecordsSender
 from replicator.errors import DeadLetterError, LeaseLost
-from xrh.active_active import ZERO, delete_stamp, is_tombstone, stamp_of
+from xrh.active_active import ZERO, delete_stamp, is_tombstone, source_seq_of, stamp_of
 
 COUNTERS = (
     "batches", "changes_in", "forwarded", "repairs", "repairs_written", "repairs_superseded",
@@ -135,9 +135,13 @@ class Forwarder(ClosedShardIdle):
             assert old is not None
             self._remember(old)
             # strict: a later write of the same stamp from the same region (the applier's, in
-            # the other region's order) may have replaced the loser since: it must stay
-            return Decision(local=StampedWrite(pk_of(old), old, os_, c, strict=True),
-                            skipped="repairs")  # fmt: skip
+            # the other region's order) may have replaced the loser since: it must stay. But a
+            # version the applier wrote carries its origin position, and goes back over an
+            # equal-stamped one from earlier in the origin's order (a repair read late may
+            # have put that one back first).
+            order = source_seq_of(old) if os_.region != S else None
+            return Decision(local=StampedWrite(pk_of(old), old, os_, c, strict=True,
+                                               order=order), skipped="repairs")  # fmt: skip
         if old is not None and old == new:
             return Decision(skipped="skipped_unchanged")
         if ns == ZERO:

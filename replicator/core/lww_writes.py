@@ -59,9 +59,11 @@ class LwwTableSink(Protocol):
         stamp: Stamp,
         guard: Callable[[], object] | None,
         strict: bool = False,
+        order: int | None = None,
     ) -> bool:
         """PutItem under the (timestamp, region) condition: False if the condition failed;
-        ``strict``: not over an equal stamp either."""
+        ``strict``: not over an equal stamp either, unless ``order`` is given and the held
+        version's :data:`~xrh.active_active.SOURCE_SEQ` is smaller."""
         ...
 
 
@@ -76,6 +78,9 @@ class StampedWrite:
     #: not over a version with the same stamp: a repair or a local tombstone puts back or
     #: derives a version that a later same-stamp write of its region has already replaced
     strict: bool = False
+    #: with ``strict``: over a version of the same stamp after all when that version's origin
+    #: stream position (:data:`xrh.active_active.SOURCE_SEQ`) is smaller than this one's
+    order: int | None = None
 
 
 def squash(writes: Sequence[StampedWrite]) -> list[StampedWrite]:
@@ -185,7 +190,8 @@ class ConditionalWriter:
                 with self._lock:
                     report.calls += 1
                     report.retries += int(failures > 0)
-                landed = self.sink.put_if_newer(self.table, w.item, w.stamp, guard, w.strict)
+                landed = self.sink.put_if_newer(self.table, w.item, w.stamp, guard, w.strict,
+                                                w.order)  # fmt: skip
             except InvalidRequestError as exc:
                 self._add(report.dead, (w, f"invalid: {exc.code or ''} {exc}".strip()))
                 return

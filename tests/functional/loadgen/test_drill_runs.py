@@ -31,10 +31,7 @@ DEFAULT_DRILLS = {
     "kinesis": ("replicator-crash", "failover", "source-outage", "lost-answers", "poison-record"),
     "dynamodb": ("bootstrap-crash",),
     "action-log": ("consumer-crash",),
-    # clock-skew's reference run is in the matrix: with whole-second stamps a repair can restore
-    # a version that a later same-stamp version had replaced (README, "Known defects"); the
-    # samples' clock-skew failure below stays in the default run.
-    "active-active": ("forwarder-crash",),
+    "active-active": ("clock-skew", "forwarder-crash"),
     "postgres-cdc": ("capture-restart", "database-restart"),
 }
 

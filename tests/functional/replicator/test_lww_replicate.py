@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xrh.active_active import Stamp, is_tombstone, stamp_of
+from xrh.active_active import SOURCE_SEQ, Stamp, is_tombstone, stamp_of
 from xrh.aws import AwsClients
 from xrh.config import Side, parse_config
 from xrh.provision import destroy, provision
@@ -36,9 +36,10 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> Non
 
 
 def scan(client: Any, table: str) -> dict[str, dict]:
+    """The table's items without the applier's bookkeeping (its origin stream position)."""
     page = client.scan(TableName=table, ConsistentRead=True)
     assert "LastEvaluatedKey" not in page
-    return {i["pk"]["S"]: i for i in page["Items"]}
+    return {i["pk"]["S"]: {k: v for k, v in i.items() if k != SOURCE_SEQ} for i in page["Items"]}
 
 
 def staging(client: Any, stream: str) -> list[dict]:
