@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from test_locust_runs import assert_stop_cut_nothing, report, run_locust, stats_rows
 
+from xrh.postgres_cdc import ROLLED_BACK
+
 pytestmark = pytest.mark.functional
 
 
@@ -40,6 +42,10 @@ def test_a_run_of_transactions_ends_valid_and_leaves_no_server(open_dir):
                           "rows NOT IN (0, 1))").fetchone()[0] == 0  # fmt: skip
         assert {r[0] for r in db.execute("SELECT DISTINCT op FROM ledger")} == {
             "insert", "update", "delete"}  # fmt: skip
+        # Transactions that failed without being rolled back on purpose: on 50 keys, concurrent
+        # transactions of several statements can deadlock (PostgreSQL aborts one of them)
+        unplanned = db.execute("SELECT DISTINCT producer, txn, error FROM ledger WHERE "
+                               "status = 'fail' AND error <> ?", (ROLLED_BACK,)).fetchall()  # fmt: skip
     finally:
         db.close()
     assert statuses.get("ok", 0) > 50 and statuses.get("fail", 0) > 0, statuses
@@ -47,5 +53,7 @@ def test_a_run_of_transactions_ends_valid_and_leaves_no_server(open_dir):
     rows = {r["Name"]: r for r in stats_rows(run / "locust_stats.csv") if r["Type"] == "postgres"}
     assert set(rows) == {"txn", "txn rolled back"}
     assert sum(int(r["Request Count"]) for r in rows.values()) == transactions
-    assert all(int(r["Failure Count"]) == 0 for r in rows.values())
+    # a Locust failure is a transaction that failed without being rolled back on purpose
+    assert sum(int(r["Failure Count"]) for r in rows.values()) == len(unplanned), unplanned
+    assert all(("40P01" in error or "40001" in error) for _, _, error in unplanned), unplanned
     assert_stop_cut_nothing(run, out, err)
