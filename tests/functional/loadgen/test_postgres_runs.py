@@ -57,3 +57,21 @@ def test_a_run_of_transactions_ends_valid_and_leaves_no_server(open_dir):
     assert sum(int(r["Failure Count"]) for r in rows.values()) == len(unplanned), unplanned
     assert all(("40P01" in error or "40001" in error) for _, _, error in unplanned), unplanned
     assert_stop_cut_nothing(run, out, err)
+
+
+def test_capture_and_copy_end_valid_under_lost_answers_and_partial_failures(open_dir):
+    """Capture's PutRecords into A and the replicator's into B: answers lost after the records
+    were written (resent: duplicates, never loss) and entries refused (resent in key order)."""
+    faults = ("a:PutRecords:lost-answer=0.05,a:PutRecords:partial=0.1,"
+              "b:PutRecords:lost-answer=0.05,b:PutRecords:partial=0.1")  # fmt: skip
+    code, out, err = run_locust(
+        open_dir, "--pipeline", "postgres-cdc", "--headless", "-u", "4", "-r", "4", "-t", "12s",
+        "--runs-dir", str(open_dir / "runs"), "--keys", "500", "--faults", faults,
+        "--drain-timeout", "60", "--settle-seconds", "10",
+    )  # fmt: skip
+    assert code == 0, err[-3000:]
+    result = report(open_dir)
+    assert result["verdict"] == "valid", result["reasons"]
+    kinds = result["details"]["faults"]["by_kind"]
+    assert {"lost-answer", "partial"} <= set(kinds), kinds
+    assert result["counts"]["source_records"] > 0
